@@ -18,6 +18,8 @@ SCHEDULES = ("cosine", "constant")
 # bytes is refused up front instead of failing deep inside torch with an allocation error.
 MEMORY_LIMIT_BYTES = 4 * 2**30
 MAX_LR = 1e3
+MAX_SEED = 2**32 - 1  # seeds feed torch.Generator.manual_seed, with offsets added (revlib.train)
+MAX_VOCAB = 10_000_000  # make_world draws a permutation of the vocabulary
 N_SPECIAL = 3  # "[M]", "is", "rev": see revlib.data
 SEQ_LEN = 3  # a fact is three tokens: entity, relation, entity
 
@@ -29,6 +31,11 @@ class ConfigError(ValueError):
 def _positive_int(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _seed(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{name} must be an integer in [0, {MAX_SEED}], got {value!r}")
 
 
 def _finite_positive(name: str, value) -> None:
@@ -84,18 +91,21 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _positive_int("n_pairs", self.n_pairs)
+        if N_SPECIAL + 2 * self.n_pairs > MAX_VOCAB:
+            raise ConfigError(f"n_pairs={self.n_pairs} needs a vocabulary above {MAX_VOCAB} tokens")
         if isinstance(self.both_fraction, bool) or not isinstance(self.both_fraction, (int, float)) \
                 or not 0.0 <= self.both_fraction <= 1.0:
             raise ConfigError(f"both_fraction must lie in [0, 1], got {self.both_fraction!r}")
         if self.vocab_size is not None:
             _positive_int("vocab_size", self.vocab_size)
+            if self.vocab_size > MAX_VOCAB:
+                raise ConfigError(f"vocab_size must be at most {MAX_VOCAB}, got {self.vocab_size}")
             if self.vocab_size < N_SPECIAL + 2 * self.n_pairs:
                 raise ConfigError(
                     f"vocab_size={self.vocab_size} cannot hold {self.n_pairs} pairs: it needs at "
                     f"least {N_SPECIAL + 2 * self.n_pairs} tokens (2 per pair + {N_SPECIAL} special)"
                 )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        _seed("seed", self.seed)
 
     @property
     def vocab(self) -> int:
@@ -137,8 +147,7 @@ class TrainConfig:
         if isinstance(self.t_min, bool) or not isinstance(self.t_min, (int, float)) \
                 or not 0.0 < self.t_min < 1.0:
             raise ConfigError(f"t_min must lie in (0, 1), got {self.t_min!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        _seed("seed", self.seed)
 
 
 @dataclass(frozen=True)

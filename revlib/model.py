@@ -143,13 +143,28 @@ class Transformer(nn.Module):
         return scores
 
     def forward(self, tokens: torch.Tensor, return_internals: bool = False):
+        h, internals = self.residual(tokens)
+        logits = self.unembed_logits(h)  # (K, B, T, V)
+        if return_internals:
+            return logits, internals
+        return logits
+
+    def residual(self, tokens: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The final residual stream h (K, B, T, d), after the last LayerNorm if any, and the
+        internals dict (per-layer ``scores`` and ``patterns``, and ``residual`` = h).
+
+        The objectives call this and unembed only the positions they score: the unembedding is
+        most of the arithmetic of a tiny model.
+        """
         if tokens.dtype != torch.long or tokens.dim() not in (2, 3):
             raise ValueError("tokens must be a long tensor of shape (B, T) or (K, B, T)")
+        if tokens.dim() == 3 and tokens.shape[0] != self.n_members:
+            raise ValueError(f"tokens (K, B, T) have K={tokens.shape[0]}, the model has {self.n_members} members")
         if int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size:
             raise ValueError(f"token ids must lie in [0, {self.vocab_size})")
         cfg = self.cfg
         h = self.embed_tokens(tokens)  # (K, B, T, d)
-        internals: dict[str, list] = {"scores": [], "patterns": []}
+        internals: dict[str, list | torch.Tensor] = {"scores": [], "patterns": []}
         for layer in self.layers:
             x = self._layernorm(h, layer["ln1_w"], layer["ln1_b"]) if cfg.layernorm else h
             scores = self.attention_scores(layer, x)  # (K, B, H, T, T)
@@ -163,17 +178,18 @@ class Transformer(nn.Module):
                     torch.einsum("kbtd,kdf->kbtf", x, layer["W_in"]) + layer["b_in"][:, None, None, :]
                 )
                 h = h + torch.einsum("kbtf,kfd->kbtd", hidden, layer["W_out"]) + layer["b_out"][:, None, None, :]
-            if return_internals:
-                internals["scores"].append(scores)
-                internals["patterns"].append(pattern)
+            internals["scores"].append(scores)
+            internals["patterns"].append(pattern)
         if cfg.layernorm:
             h = self._layernorm(h, self.lnf_w, self.lnf_b)
-        K, B, T, d = h.shape
-        logits = torch.bmm(h.reshape(K, B * T, d), self.unembed).reshape(K, B, T, -1)  # (K, B, T, V)
-        if return_internals:
-            internals["residual"] = h
-            return logits, internals
-        return logits
+        internals["residual"] = h
+        return h, internals
+
+    def unembed_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """logits = U h: (K, ..., d) -> (K, ..., V)."""
+        K, d = h.shape[0], h.shape[-1]
+        flat = h.reshape(K, -1, d)  # (K, rows, d)
+        return torch.bmm(flat, self.unembed).reshape(*h.shape[:-1], -1)
 
     def member(self, k: int) -> "Transformer":
         """A K = 1 copy of member k (weights copied, not shared)."""

@@ -21,7 +21,8 @@ def ar_loss(model, tokens: torch.Tensor) -> torch.Tensor:
     if not model.causal:
         raise ValueError("ar_loss needs a model with causal attention")
     tokens = _per_member(tokens, model.n_members)  # (K, B, T)
-    logits = model(tokens)[:, :, :-1]  # (K, B, T-1, V): predictions of tokens 1..T-1
+    h, _ = model.residual(tokens)
+    logits = model.unembed_logits(h[:, :, :-1])  # (K, B, T-1, V): predictions of tokens 1..T-1
     ce = F.cross_entropy(logits.flatten(0, 2), tokens[:, :, 1:].flatten(), reduction="none")
     return ce.view(tokens.shape[0], -1).mean(dim=1)
 
@@ -60,8 +61,18 @@ def mdm_loss(
     if model.causal:
         raise ValueError("mdm_loss needs a model with bidirectional attention")
     tokens = _per_member(tokens, model.n_members)  # (K, B, T)
+    K, B, T = tokens.shape
     masked, is_masked, t = mask_tokens(tokens, t_min, generators)
-    logits = model(masked)  # (K, B, T, V)
-    ce = F.cross_entropy(logits.flatten(0, 2), tokens.flatten(), reduction="none").view(tokens.shape)
-    weighted = ce * is_masked / t[:, :, None]  # (K, B, T)
-    return weighted.sum(dim=(1, 2)) / (tokens.shape[1] * tokens.shape[2])
+    h, _ = model.residual(masked)  # (K, B, T, d)
+    # Unembed only the masked slots (about half): the unembedding is most of the arithmetic.
+    # Members mask different slots, so each takes its n_max first slots in an order that puts
+    # its masked ones first; the padding slots get weight 0.
+    flat_masked = is_masked.view(K, B * T)
+    n_max = max(int(flat_masked.sum(dim=1).max()), 1)
+    rows = torch.argsort(~flat_masked, dim=1, stable=True)[:, :n_max]  # (K, n_max) slot ids
+    h_rows = torch.gather(h.reshape(K, B * T, -1), 1, rows[:, :, None].expand(-1, -1, h.shape[-1]))
+    logits = model.unembed_logits(h_rows)  # (K, n_max, V)
+    targets = torch.gather(tokens.reshape(K, B * T), 1, rows)  # (K, n_max)
+    weight = torch.gather(flat_masked / t.repeat_interleave(T, dim=1), 1, rows)  # 1/t, or 0 for padding
+    ce = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(K, n_max)
+    return (ce * weight).sum(dim=1) / (B * T)

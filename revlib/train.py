@@ -122,12 +122,18 @@ def train(
     experiment: Experiment,
     seeds: list[int] | tuple[int, ...] | None = None,
     progress: bool = True,
+    callback=None,
 ) -> Run:
     """Train one model per seed (default: ``experiment.train.seed``) on the experiment's world.
 
     The fact world is the same for every member (``experiment.data.seed``); the seeds vary the
     initialisation and the training randomness, so the spread over members is the spread of
     training. Raises :class:`TrainingDiverged` if the loss turns NaN or infinite.
+
+    ``callback(step, model)``, if given, is called at every evaluation step (step 0, every
+    ``eval_every`` steps and the last step), before that step's update; measurements along
+    training (chapters 2 and 3) hook in here. It may compute gradients (it runs before
+    ``zero_grad``) but must not change the parameters.
     """
     seeds = (experiment.train.seed,) if seeds is None else tuple(seeds)
     if not seeds:
@@ -173,6 +179,8 @@ def train(
                 )
             if step % tc.eval_every == 0 or step == tc.steps:
                 _record(history, step, losses, evaluate(model, world))
+                if callback is not None:
+                    callback(step, model)
             if step == tc.steps:
                 break  # the last pass only measures
             opt.zero_grad(set_to_none=True)
