@@ -72,7 +72,7 @@ def probe_bars(finals: dict, chance: float, metric: str = "acc", ax=None, probes
     else:
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("accuracy (argmax over V)")
-    ax.legend(loc="best")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3)  # below: bars fill the top
     return ax
 
 
