@@ -28,7 +28,7 @@ from .data import make_world
 from .model import Transformer
 from .train import Run, train
 
-FORMAT = 1  # bump when the layout of an entry changes
+FORMAT = 2  # bump when the layout of an entry changes
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,6 +67,7 @@ def _save(path: Path, key: str, run: Run) -> None:
         "state": run.model.state_dict(),
         "history": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in run.history.items()},
         "seconds": run.seconds,
+        "eval_seconds": torch.from_numpy(np.asarray(run.eval_seconds, dtype=np.float64)),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -89,7 +90,8 @@ def _load(path: Path, key: str, experiment: Experiment, seeds: tuple[int, ...]) 
     model = Transformer(experiment.model, world.vocab_size, seeds)
     model.load_state_dict(payload["state"])
     history = {k: v.numpy() for k, v in payload["history"].items()}
-    return Run(experiment, seeds, model, world, history, float(payload["seconds"]), cached=True)
+    return Run(experiment, seeds, model, world, history, float(payload["seconds"]),
+               payload["eval_seconds"].numpy(), cached=True)
 
 
 def cached_train(

@@ -46,6 +46,26 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
     return 2.0 ** (-8.0 * torch.arange(1, n_heads + 1, dtype=torch.float32) / n_heads)
 
 
+# For short sequences the attention products are computed by broadcasting instead of matmul:
+# a batched matmul of B*H tiny (T x e) matrices pays a per-matrix overhead that, at T = 3, costs
+# ~4x more than the arithmetic (measured: 230 us vs 60 us per call at B = 256).
+SHORT = 16
+
+
+def _pairwise(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """q (..., T, e), k (..., T, e) -> (..., T, T) with entry [i, j] = q_i . k_j."""
+    if q.shape[-2] <= SHORT:
+        return (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1)
+    return q @ k.transpose(-1, -2)
+
+
+def _mix(pattern: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """pattern (..., T, T), v (..., T, e) -> (..., T, e) with row i = sum_j pattern[i, j] v_j."""
+    if v.shape[-2] <= SHORT:
+        return (pattern.unsqueeze(-1) * v.unsqueeze(-3)).sum(-2)
+    return pattern @ v
+
+
 class Transformer(nn.Module):
     """K stacked Transformers. ``forward(tokens)`` returns logits (K, B, T, V).
 
@@ -132,7 +152,7 @@ class Transformer(nn.Module):
         if cfg.positional == "rope":
             angles = rope_angles(cfg.d_head, torch.arange(T), cfg.rope_base)
             q, k = apply_rope(q, angles), apply_rope(k, angles)  # q_i^T k_j = q^T R_(j-i) k
-        scores = q @ k.transpose(-1, -2) / math.sqrt(cfg.d_head)  # (K, B, H, T, T)
+        scores = _pairwise(q, k) / math.sqrt(cfg.d_head)  # (K, B, H, T, T): q_i . k_j
         if cfg.positional == "alibi":
             pos = torch.arange(T)
             distance = (pos[None, :] - pos[:, None]).abs().float()  # |j - i|, (T, T)
@@ -170,7 +190,7 @@ class Transformer(nn.Module):
             scores = self.attention_scores(layer, x)  # (K, B, H, T, T)
             pattern = scores.softmax(dim=-1)
             v = torch.einsum("kbtd,khde->kbhte", x, layer["W_V"])  # values carry no position
-            mixed = pattern @ v  # (K, B, H, T, e)
+            mixed = _mix(pattern, v)  # (K, B, H, T, e): sum_j alpha_ij v_j
             h = h + torch.einsum("kbhte,khed->kbtd", mixed, layer["W_O"])
             if cfg.mlp:
                 x = self._layernorm(h, layer["ln2_w"], layer["ln2_b"]) if cfg.layernorm else h

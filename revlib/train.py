@@ -89,6 +89,7 @@ class Run:
     world: FactWorld
     history: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the training loop
+    eval_seconds: np.ndarray | None = None  # (n,) wall time at each history step (timing, not a result)
     cached: bool = False  # True when revlib.cache loaded this run instead of training it
 
     @property
@@ -145,6 +146,7 @@ def train(
     opt = make_optimizer(model, tc.lr)
     text = world.train_tokens  # (n, 3)
     history: dict[str, list] = {"step": [], "loss": []}
+    eval_seconds: list[float] = []
 
     def batch() -> torch.Tensor:
         tokens = text
@@ -178,6 +180,7 @@ def train(
                     f"try a smaller learning rate than {tc.lr}"
                 )
             if step % tc.eval_every == 0 or step == tc.steps:
+                eval_seconds.append(time.perf_counter() - start)
                 _record(history, step, losses, evaluate(model, world))
                 if callback is not None:
                     callback(step, model)
@@ -194,4 +197,4 @@ def train(
     if bar is not None:
         bar.close()
     arrays = {k: np.asarray(v) for k, v in history.items()}
-    return Run(experiment, seeds, model, world, arrays, seconds)
+    return Run(experiment, seeds, model, world, arrays, seconds, np.asarray(eval_seconds))
