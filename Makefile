@@ -31,7 +31,7 @@ book: venv
 
 test: venv
 	$(BIN)/python -m pytest tests/
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env chapters/ appendix/
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env intro.ipynb chapters/ appendix/
 	$(BIN)/jupyter-book build --all -W -n --keep-going .
 
 # jupyter-cache does not notice edits to revlib/*.py: clean before rebuilding after them.

@@ -63,6 +63,9 @@ def probe_bars(finals: dict, chance: float, metric: str = "acc", ax=None, probes
             values = np.asarray(m[metric], dtype=float)
             ax.bar(x, values.mean(), width * 0.9, color=COLORS[kind], alpha=0.85,
                    label=LABELS[kind] if j == 0 else None)
+            text = f"{values.mean():.2f}" if metric == "acc" else f"{values.mean():.1g}"
+            y = values.mean() + 0.02 if metric == "acc" else values.mean() * 1.5
+            ax.text(x, y, text, ha="center", va="bottom", fontsize=8)
             ax.scatter(np.full(values.shape, x), values, s=8, color="black", zorder=3, linewidths=0)
     ax.axhline(chance, **CHANCE_STYLE, label="chance 1/V")
     ax.set_xticks(range(len(probes)), [PROBE_LABELS[p] for p in probes])
