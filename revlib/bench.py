@@ -96,7 +96,7 @@ def widget_seconds() -> float:
     return time.perf_counter() - start
 
 
-def run_benchmark(ensemble_k: int = 8, reference: bool = True, max_reference_seconds: float = 300.0) -> dict:
+def run_benchmark(ensemble_k: int = 8, reference: bool = True, max_reference_steps: int = 30_000) -> dict:
     """All measurements above as one flat dict (the ``--json`` output)."""
     exp = preset("mdm", eval_every=5)
     single = time_to_target(exp)
@@ -116,7 +116,7 @@ def run_benchmark(ensemble_k: int = 8, reference: bool = True, max_reference_sec
         with torch_threads(os.cpu_count() or 1):
             threads = torch.get_num_threads()
             r = ref.train_reference(world.train_tokens, probe.tokens, probe.answers, world.vocab_size,
-                                    target=TARGET, max_seconds=max_reference_seconds)
+                                    target=TARGET, max_steps=max_reference_steps)
         result.update({
             "reference_seconds": r["seconds"],
             "reference_steps": r["steps"],
