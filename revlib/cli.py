@@ -241,6 +241,24 @@ def cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_figures(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no window
+    from .figures import REGISTRY, save_all
+
+    unknown = [n for n in (args.only or []) if n not in REGISTRY]
+    if unknown:
+        raise UsageError(f"unknown figure {unknown[0]!r}; choose from {', '.join(REGISTRY)}")
+    try:
+        written = save_all(args.out, args.only)
+    except OSError as err:
+        raise UsageError(f"cannot write to {args.out}: {err.strerror or err}") from None
+    for path in written:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m revlib", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -263,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", action="store_true", help="skip the (slow) plain-PyTorch reference")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("figures", help="write the book's figures as PNG and SVG (for slides)")
+    p.add_argument("--out", required=True, help="folder to write NAME.png and NAME.svg into")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="just these figures")
+    p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("align", help="gradient alignment of l_infill (ARM: l_a2b) and l_b2a, and the first-order test")
     _add_train_options(p)

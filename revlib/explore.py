@@ -27,8 +27,8 @@ def curse_figure(pairs: int = 128, d_model: int = 32, positional: str = "rope", 
         seconds += 0.0 if run.cached else run.seconds
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     plot.probe_bars(finals, world.chance, ax=ax)
-    ax.set_title(f"{pairs} pairs, d_model={d_model}, {positional}, {steps} steps"
-                 + (f"  (trained in {seconds:.1f} s)" if seconds else "  (from the cache)"))
+    ax.set_title(f"{pairs} pairs, d_model={d_model}, {positional}, {steps} steps")
+    fig.seconds = seconds  # training time of this call (0 when both runs came from the cache)
     return fig
 
 
@@ -38,8 +38,9 @@ def curse_explorer():
 
     def show(pairs, d_model, positional, steps):
         try:
-            curse_figure(pairs, d_model, positional, steps)
+            fig = curse_figure(pairs, d_model, positional, steps)
             plt.show()
+            print(f"trained in {fig.seconds:.1f} s" if fig.seconds else "both models came from the cache")
         except ConfigError as err:
             print(f"not a valid setting: {err}")
 
@@ -102,5 +103,66 @@ def coupling_explorer():
         offset=w.IntSlider(value=2, min=0, max=32, step=1, description="offset Δ", continuous_update=False),
         log10_base=w.FloatSlider(value=4.0, min=1.0, max=6.0, step=0.5, description="log10 base",
                                  continuous_update=False),
+    )
+    return w.interactive(show, **controls)
+
+
+ALIGN_BLOCKS = ("ov_product", "ov", "qk", "embed", "unembed", "all")
+
+
+def alignment_figure(pairs: int = 128, d_model: int = 32, positional: str = "rope", steps: int = 300,
+                     measure: str = "fact", seed: int = 0):
+    """Cosine of ∇ℓ_source and ∇ℓ_b2a by block, at initialisation and trained, ARM and MDM (chapter 3).
+
+    ``measure`` is ``"fact"`` (mean over facts of one fact's two gradients) or ``"mean"`` (the
+    averaged gradients). The runs come from (or go into) the cache; the default settings are
+    chapter 1's explorer's, so the first drawing costs no training.
+    """
+    import numpy as np
+
+    from . import alignment
+    from .model import Transformer
+
+    fig, ax = plt.subplots(figsize=(7.2, 3.4))
+    x = np.arange(len(ALIGN_BLOCKS))
+    seconds = 0.0
+    for i, kind in enumerate(("ar", "mdm")):
+        run = cached_train(preset(kind, n_pairs=pairs, d_model=d_model, positional=positional, steps=steps,
+                                  seed=seed), progress=False)
+        seconds += 0.0 if run.cached else run.seconds
+        init = Transformer(run.experiment.model, run.world.vocab_size, run.seeds)
+        for j, (model, label) in enumerate(((init, "init"), (run.model, "trained"))):
+            values = alignment.alignment(model, run.world, train_config=run.experiment.train)[measure]
+            heights = [float(values[b][0]) for b in ALIGN_BLOCKS]
+            ax.bar(x + (2 * i + j - 1.5) * 0.2, heights, 0.18, color=plot.COLORS[kind],
+                   alpha=0.4 if label == "init" else 0.9, label=f"{plot.LABELS[kind]} {label}")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.set_xticks(x, ["OV product", "OV", "QK", "embed", "unembed", "all"])
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("cosine" + (" (same fact)" if measure == "fact" else " (averaged gradients)"))
+    ax.legend(ncol=4, loc="lower left", fontsize=8)
+    ax.set_title(f"{pairs} pairs, d_model={d_model}, {positional}, {steps} steps"
+                 + (f"  (trained in {seconds:.1f} s)" if seconds else "  (from the cache)"), fontsize=10)
+    return fig
+
+
+def alignment_explorer():
+    """Sliders over :func:`alignment_figure`: pairs, d_model, positional encoding, steps, measure."""
+    import ipywidgets as w
+
+    def show(pairs, d_model, positional, steps, measure):
+        try:
+            alignment_figure(pairs, d_model, positional, steps, measure)
+            plt.show()
+        except ConfigError as err:
+            print(f"not a valid setting: {err}")
+
+    controls = dict(
+        pairs=w.IntSlider(value=128, min=16, max=MAX_PAIRS, step=16, description="pairs", continuous_update=False),
+        d_model=w.IntSlider(value=32, min=8, max=MAX_D_MODEL, step=8, description="d_model", continuous_update=False),
+        positional=w.Dropdown(options=["rope", "absolute", "alibi", "none"], value="rope", description="positions"),
+        steps=w.IntSlider(value=300, min=50, max=MAX_STEPS, step=50, description="steps", continuous_update=False),
+        measure=w.Dropdown(options=[("same fact", "fact"), ("averaged gradients", "mean")], value="fact",
+                           description="cosine"),
     )
     return w.interactive(show, **controls)
