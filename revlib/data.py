@@ -7,13 +7,15 @@ split; the reversal probe then asks ``b_i rev [M]`` of the remaining pairs.
 
 Probes (PAPER.md §2), each a batch of 3-token queries with one ``[M]`` slot:
 
-=========  ==================  ======  ==========================
-name       query               answer  trained on
-=========  ==================  ======  ==========================
-``a2b``    ``a_i is [M]``      b_i     both models
-``infill`` ``[M] is b_i``      a_i     the MDM only
-``b2a``    ``b_i r [M]``       a_i     nobody (only never-reversed pairs)
-=========  ==================  ======  ==========================
+==========  ==================  ======  ==========================
+name        query               answer  trained on
+==========  ==================  ======  ==========================
+``a2b``     ``a_i is [M]``      b_i     both models
+``infill``  ``[M] is b_i``      a_i     the MDM only
+``b2a``     ``b_i r [M]``       a_i     nobody (only never-reversed pairs)
+==========  ==================  ======  ==========================
+
+In ``b2a`` the relation r is ``is``, or ``rev`` when some pairs are trained reversed.
 
 Everything random comes from a private ``torch.Generator`` seeded by ``DataConfig.seed``.
 """
