@@ -1,6 +1,6 @@
 """Gradient alignment: do the gradients of ℓ_infill and ℓ_b2a point the same way?
 
-PAPER.md §3(c)-(d). This module owns the gradients of the probe losses (per fact and averaged,
+Chapter 3 of the book (our formalisation). This module owns the gradients of the probe losses (per fact and averaged,
 grouped by parameter block), their cosines, the first-order test of one plain gradient step,
 the factorised inner product of the OV block, and the same measurements along training.
 
@@ -28,7 +28,7 @@ batched, the tokens are not, so the check is fine).
 
 **The OV product.** In our model head h adds ``c_h @ W_V[h] @ W_O[h]`` to the residual stream
 (row vectors; ``c_h = sum_j alpha_hj x_j`` is the attended mixture of the layer's inputs), so
-the value side is the product ``M_h = W_V[h] @ W_O[h]`` (d x d), the transpose of PAPER's
+the value side is the product ``M_h = W_V[h] @ W_O[h]`` (d x d), the transpose of the book's
 ``W = W_O W_V``. We differentiate with respect to M_h directly: substituting ``W_V := M`` and
 ``W_O := I`` (a value size of d instead of d/H) computes exactly the same function, and
 autograd in that parametrisation gives ∇_M ℓ (key ``layers.<i>.W_OV``). The gradients of the
@@ -40,7 +40,7 @@ gradient ``g = ∂ℓ/∂h_read = U (p - e_answer)``, and for two losses
     <∇_M ℓ1, ∇_M ℓ2>_F  =  (g1 · g2)  *  sum_h (c1_h · c2_h)
                         =  [(p1 - e_A)^T U^T U (p2 - e_A)] * [sum_h c1_h^T c2_h],
 
-PAPER's identity with its ``U U^T`` written for our (d, V) unembedding (:func:`ov_identity`).
+The book's identity with its ``U U^T`` written for our (d, V) unembedding (:func:`ov_identity`).
 The stored factors see these two factors through W_O and W_V:
 ``<∇_{W_V} ℓ1, ∇_{W_V} ℓ2> = (c1·c2) (g1^T W_O^T W_O g2)`` and
 ``<∇_{W_O} ℓ1, ∇_{W_O} ℓ2> = (W_V^T c1 · W_V^T c2) (g1·g2)`` per head, which is why the
@@ -495,14 +495,14 @@ def first_order(model: Transformer, world: FactWorld, step: str | None = None, e
 
 
 # ---------------------------------------------------------------------------------------------
-# the factorised OV inner product, PAPER.md §3(c)
+# the factorised OV inner product (chapter 3)
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
 class OVIdentity:
     """Per member and fact (K, N): the two factors of <∇_M ℓ_source, ∇_M ℓ_b2a>, their product
     and autograd's inner product; ``attention`` holds, per probe, the read slot's attention
-    (K, N, H, T); ``B_POSITION`` says where a query holds b_i (PAPER's B)."""
+    (K, N, H, T); ``B_POSITION`` says where a query holds b_i (the book's B)."""
 
     source: str
     residual_factor: np.ndarray  # (p_src - e)^T U^T U (p_b2a - e): the g1·g2 factor
@@ -542,7 +542,7 @@ def identity_applies(model: Transformer) -> bool:
 
 def ov_identity(model: Transformer, world: FactWorld, source: str | None = None, params: dict | None = None,
                 autograd: dict[str, Grads] | None = None) -> OVIdentity:
-    """PAPER.md §3(c) per fact: the factorised OV inner product against autograd's.
+    """Chapter 3's identity per fact: the factorised OV inner product against autograd's.
 
     Holds for one layer whose logits are h @ U (no MLP, no LayerNorm), any number of heads and
     any positional encoding; other models raise ValueError. ``autograd`` may pass the per-fact

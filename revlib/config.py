@@ -45,7 +45,7 @@ def _finite_positive(name: str, value) -> None:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """One Transformer. The defaults are PAPER.md §3: one layer, one head, attention only, RoPE."""
+    """One Transformer. The defaults are the book's formalisation: one layer, one head, attention only, RoPE."""
 
     n_layers: int = 1
     n_heads: int = 1

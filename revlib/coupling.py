@@ -1,6 +1,6 @@
 """Weight-sharing coupling, measured: attention routes and stored evidence, per fact (chapter 2).
 
-PAPER.md §3 (a) and (b) in numbers read off a model's internals.
+Chapter 2's coupling and stored evidence in numbers read off a model's internals.
 
 **Routes.** A route is one pre-softmax score: a query position looking at a key position of a
 probe's tokens. Which pair of routes to compare depends on what the causal mask leaves:
@@ -111,7 +111,7 @@ def token_weights(model, world: FactWorld) -> dict[str, torch.Tensor]:
 def bag_logits(model, world: FactWorld, weights: torch.Tensor) -> torch.Tensor:
     """Logits (K, N, V) at the [M] slot built from the bag {[M], is, b_i} and given weights.
 
-    The one-layer, attention-only model of PAPER.md §3 with position-free values:
+    The one-layer, attention-only model of our formalisation with position-free values:
     logits = U^T ( E[M] + Σ_h Σ_t α_h(t) W_O W_V E[t] ), t over the bag. ``weights`` is
     (K, H, N, 3) in the order of ``BAG``, e.g. ``token_weights(model, world)["b2a"][:, 0]``.
     The formula has no position in it: with the ``b2a`` weights it gives the model's ``b2a``

@@ -5,7 +5,7 @@ the three tokens ``a_i is b_i``. With ``both_fraction > 0`` that share of pairs 
 written the other way, ``b_i rev a_i``, with its own relation token as in Zhu et al.'s
 split; the reversal probe then asks ``b_i rev [M]`` of the remaining pairs.
 
-Probes (PAPER.md §2), each a batch of 3-token queries with one ``[M]`` slot:
+Probes (the book's notation page), each a batch of 3-token queries with one ``[M]`` slot:
 
 ==========  ==================  ======  ==========================
 name        query               answer  trained on

@@ -1,4 +1,4 @@
-"""One Transformer, PAPER.md §3, with an ensemble axis.
+"""One Transformer, the book's one-layer model, with an ensemble axis.
 
 Single model, the formalisation of the book (one layer, one head, attention only, RoPE)::
 

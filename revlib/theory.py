@@ -1,4 +1,4 @@
-"""Closed forms for the attention-route coupling of PAPER.md §3 (a), and a Monte-Carlo check.
+"""Closed forms for the attention-route coupling of our formalisation (chapter 2), and a Monte-Carlo check.
 
 In our formalisation of the one-layer model the ``[M]`` query of ``infill`` ("[M] is b") sees
 the key of b at offset +Δ, and the ``[M]`` query of ``b2a`` ("b is [M]") sees it at offset -Δ,

@@ -164,7 +164,7 @@ def test_arm_cannot_step_on_infill(world):
 
 
 # --------------------------------------------------------------------------------------------
-# the factorised OV inner product, PAPER.md §3(c)
+# the factorised OV inner product (chapter 3)
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kind", ["mdm", "ar"])

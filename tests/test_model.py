@@ -176,7 +176,7 @@ def test_rope_scores_depend_only_on_the_offset():
 
 
 def test_rope_score_is_q_rotated_by_the_offset_against_k():
-    """S_ij = q^T R_(j-i) k / sqrt(e) (PAPER.md §3), and R_(+2) != R_(-2): the routes differ."""
+    """S_ij = q^T R_(j-i) k / sqrt(e) (chapter 2), and R_(+2) != R_(-2): the routes differ."""
     model = _rope_model(n_heads=1, d_model=8)
     layer = model.layers[0]
     gen = torch.Generator().manual_seed(1)
@@ -199,7 +199,7 @@ def test_rope_score_is_q_rotated_by_the_offset_against_k():
 
 @pytest.mark.parametrize("positional", ["alibi", "none"])
 def test_alibi_and_no_positions_score_both_routes_equally(positional):
-    """PAPER.md §3(a): with ALiBi or no positions, S_infill = S_b2a exactly."""
+    """Chapter 2: with ALiBi or no positions, S_infill = S_b2a exactly."""
     model = _rope_model(positional=positional)
     layer = model.layers[0]
     gen = torch.Generator().manual_seed(2)

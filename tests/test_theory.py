@@ -41,7 +41,7 @@ def test_rope_matrix_is_the_relative_rotation_of_the_model(d, offset):
 
 
 def test_published_values_and_the_bound():
-    # PAPER.md §3 (a): Δ = 2, base 10^4
+    # chapter 2's table: Δ = 2, base 10^4
     for d, value in {6: 0.443, 8: 0.567, 16: 0.695, 32: 0.729, 64: 0.748, 128: 0.759}.items():
         assert theory.rope_corr(d) == pytest.approx(value, abs=5e-4)
     assert theory.rope_corr_limit() == pytest.approx(0.77, abs=0.005)

@@ -14,7 +14,7 @@ from revlib import ConfigError, Transformer, TrainingDiverged, preset, train
 train_module = importlib.import_module("revlib.train")  # ``revlib.train`` is the function
 
 # Everything the results depend on is pinned here, not left to TrainConfig's defaults (tuned
-# elsewhere): the one-layer, one-head, attention-only RoPE model of PAPER.md §3.
+# elsewhere): the one-layer, one-head, attention-only RoPE model of the book's formalisation.
 SMALL = dict(n_pairs=16, d_model=8, n_layers=1, n_heads=1, positional="rope", mlp=False,
              layernorm=False, steps=20, lr=0.02, mask_copies=2, t_min=0.05, eval_every=5)
 
@@ -189,7 +189,7 @@ def test_mdm_learns_a2b_and_answers_b2a_it_never_saw():
     assert (final["infill"]["acc"] >= 0.5).all()
     assert (final["b2a"]["acc"] >= 0.3).all()  # chance is 1/67
     assert (final["b2a"]["p_correct"] > 10 * chance).all()
-    # the reversal probe was never training text: the MDM got it through infill (PAPER.md §3)
+    # the reversal probe was never training text: the MDM got it through infill (chapter 1)
     b2a = run.world.probe("b2a")
     text = {tuple(r) for r in run.world.train_tokens.tolist()}
     assert all((b, r, a) not in text for (b, r, _), a in zip(b2a.tokens.tolist(), b2a.answers.tolist()))
