@@ -14,10 +14,10 @@ from .config import ConfigError, preset
 
 # The slider ranges stop where a retrain (ARM + MDM) would take more than ~3 s on a 2-core
 # laptop; `python -m revlib bench` times the slowest corner (widget_seconds_max).
-MAX_PAIRS, MAX_D_MODEL, MAX_STEPS = 128, 48, 300
+MAX_PAIRS, MAX_D_MODEL, MAX_STEPS = 128, 32, 200
 
 
-def curse_figure(pairs: int = 128, d_model: int = 32, positional: str = "rope", steps: int = 300, seed: int = 0):
+def curse_figure(pairs: int = 128, d_model: int = 32, positional: str = "rope", steps: int = 200, seed: int = 0):
     """Train (or load) one ARM and one MDM with these settings; bar chart of their probe accuracy."""
     finals, seconds, world = {}, 0.0, None
     for kind in ("ar", "mdm"):
@@ -48,7 +48,7 @@ def curse_explorer():
         pairs=w.IntSlider(value=128, min=16, max=MAX_PAIRS, step=16, description="pairs", continuous_update=False),
         d_model=w.IntSlider(value=32, min=8, max=MAX_D_MODEL, step=8, description="d_model", continuous_update=False),
         positional=w.Dropdown(options=["rope", "absolute", "alibi", "none"], value="rope", description="positions"),
-        steps=w.IntSlider(value=300, min=50, max=MAX_STEPS, step=50, description="steps", continuous_update=False),
+        steps=w.IntSlider(value=MAX_STEPS, min=50, max=MAX_STEPS, step=50, description="steps", continuous_update=False),
     )
     return w.interactive(show, **controls)
 
@@ -110,7 +110,7 @@ def coupling_explorer():
 ALIGN_BLOCKS = ("ov_product", "ov", "qk", "embed", "unembed", "all")
 
 
-def alignment_figure(pairs: int = 128, d_model: int = 32, positional: str = "rope", steps: int = 300,
+def alignment_figure(pairs: int = 128, d_model: int = 32, positional: str = "rope", steps: int = 200,
                      measure: str = "fact", seed: int = 0):
     """Cosine of ∇ℓ_source and ∇ℓ_b2a by block, at initialisation and trained, ARM and MDM (chapter 3).
 
@@ -141,8 +141,8 @@ def alignment_figure(pairs: int = 128, d_model: int = 32, positional: str = "rop
     ax.set_ylim(-1.05, 1.05)
     ax.set_ylabel("cosine" + (" (same fact)" if measure == "fact" else " (averaged gradients)"))
     ax.legend(ncol=4, loc="lower left", fontsize=8)
-    ax.set_title(f"{pairs} pairs, d_model={d_model}, {positional}, {steps} steps"
-                 + (f"  (trained in {seconds:.1f} s)" if seconds else "  (from the cache)"), fontsize=10)
+    ax.set_title(f"{pairs} pairs, d_model={d_model}, {positional}, {steps} steps", fontsize=10)
+    fig.seconds = seconds  # training time of this call (0 when the runs came from the cache)
     return fig
 
 
@@ -152,8 +152,9 @@ def alignment_explorer():
 
     def show(pairs, d_model, positional, steps, measure):
         try:
-            alignment_figure(pairs, d_model, positional, steps, measure)
+            fig = alignment_figure(pairs, d_model, positional, steps, measure)
             plt.show()
+            print(f"trained in {fig.seconds:.1f} s" if fig.seconds else "the models came from the cache")
         except ConfigError as err:
             print(f"not a valid setting: {err}")
 
@@ -161,7 +162,7 @@ def alignment_explorer():
         pairs=w.IntSlider(value=128, min=16, max=MAX_PAIRS, step=16, description="pairs", continuous_update=False),
         d_model=w.IntSlider(value=32, min=8, max=MAX_D_MODEL, step=8, description="d_model", continuous_update=False),
         positional=w.Dropdown(options=["rope", "absolute", "alibi", "none"], value="rope", description="positions"),
-        steps=w.IntSlider(value=300, min=50, max=MAX_STEPS, step=50, description="steps", continuous_update=False),
+        steps=w.IntSlider(value=MAX_STEPS, min=50, max=MAX_STEPS, step=50, description="steps", continuous_update=False),
         measure=w.Dropdown(options=[("same fact", "fact"), ("averaged gradients", "mean")], value="fact",
                            description="cosine"),
     )
