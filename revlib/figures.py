@@ -280,7 +280,7 @@ def ov_identities(runs: dict | None = None) -> dict:
 
 
 def mixture_attention(o) -> tuple[np.ndarray, float]:
-    """For one :class:`OVIdentity`: the product of the two routes' attention on b_i, (K, N), head 0,
+    """For one :class:`revlib.alignment.OVIdentity`: the product of the two routes' attention on b_i, (K, N), head 0,
     and its correlation with the mixture factor across facts, averaged over seeds."""
     a_infill = o.attention["infill"][:, :, 0, alignment.B_POSITION["infill"]]  # (K, N): head 0
     a_b2a = o.attention["b2a"][:, :, 0, alignment.B_POSITION["b2a"]]
