@@ -17,6 +17,28 @@ from .config import ConfigError, preset
 MAX_PAIRS, MAX_D_MODEL, MAX_STEPS = 128, 32, 200
 
 
+def _training_controls(w) -> dict:
+    """The sliders every retraining explorer shares: pairs, d_model, positional encoding, steps."""
+    return dict(
+        pairs=w.IntSlider(value=128, min=16, max=MAX_PAIRS, step=16, description="pairs", continuous_update=False),
+        d_model=w.IntSlider(value=32, min=8, max=MAX_D_MODEL, step=8, description="d_model", continuous_update=False),
+        positional=w.Dropdown(options=["rope", "absolute", "alibi", "none"], value="rope", description="positions"),
+        steps=w.IntSlider(value=MAX_STEPS, min=50, max=MAX_STEPS, step=50, description="steps", continuous_update=False),
+    )
+
+
+def _timed(figure_fn):
+    """Wrap a figure function for a widget: draw, say how long training took, report bad settings."""
+    def show(**settings):
+        try:
+            fig = figure_fn(**settings)
+            plt.show()
+            print(f"trained in {fig.seconds:.1f} s" if fig.seconds else "the models came from the cache")
+        except ConfigError as err:
+            print(f"not a valid setting: {err}")
+    return show
+
+
 def curse_figure(pairs: int = 128, d_model: int = 32, positional: str = "rope", steps: int = 200, seed: int = 0):
     """Train (or load) one ARM and one MDM with these settings; bar chart of their probe accuracy."""
     finals, seconds, world = {}, 0.0, None
@@ -36,21 +58,7 @@ def curse_explorer():
     """Sliders for pairs, d_model, positional encoding and steps over :func:`curse_figure`."""
     import ipywidgets as w
 
-    def show(pairs, d_model, positional, steps):
-        try:
-            fig = curse_figure(pairs, d_model, positional, steps)
-            plt.show()
-            print(f"trained in {fig.seconds:.1f} s" if fig.seconds else "both models came from the cache")
-        except ConfigError as err:
-            print(f"not a valid setting: {err}")
-
-    controls = dict(
-        pairs=w.IntSlider(value=128, min=16, max=MAX_PAIRS, step=16, description="pairs", continuous_update=False),
-        d_model=w.IntSlider(value=32, min=8, max=MAX_D_MODEL, step=8, description="d_model", continuous_update=False),
-        positional=w.Dropdown(options=["rope", "absolute", "alibi", "none"], value="rope", description="positions"),
-        steps=w.IntSlider(value=MAX_STEPS, min=50, max=MAX_STEPS, step=50, description="steps", continuous_update=False),
-    )
-    return w.interactive(show, **controls)
+    return w.interactive(_timed(curse_figure), **_training_controls(w))
 
 
 def coupling_figure(d: int = 32, offset: int = 2, base: float = 10_000.0, samples: int = 20_000):
@@ -150,20 +158,7 @@ def alignment_explorer():
     """Sliders over :func:`alignment_figure`: pairs, d_model, positional encoding, steps, measure."""
     import ipywidgets as w
 
-    def show(pairs, d_model, positional, steps, measure):
-        try:
-            fig = alignment_figure(pairs, d_model, positional, steps, measure)
-            plt.show()
-            print(f"trained in {fig.seconds:.1f} s" if fig.seconds else "the models came from the cache")
-        except ConfigError as err:
-            print(f"not a valid setting: {err}")
-
-    controls = dict(
-        pairs=w.IntSlider(value=128, min=16, max=MAX_PAIRS, step=16, description="pairs", continuous_update=False),
-        d_model=w.IntSlider(value=32, min=8, max=MAX_D_MODEL, step=8, description="d_model", continuous_update=False),
-        positional=w.Dropdown(options=["rope", "absolute", "alibi", "none"], value="rope", description="positions"),
-        steps=w.IntSlider(value=MAX_STEPS, min=50, max=MAX_STEPS, step=50, description="steps", continuous_update=False),
-        measure=w.Dropdown(options=[("same fact", "fact"), ("averaged gradients", "mean")], value="fact",
-                           description="cosine"),
-    )
-    return w.interactive(show, **controls)
+    controls = _training_controls(w)
+    controls["measure"] = w.Dropdown(options=[("same fact", "fact"), ("averaged gradients", "mean")],
+                                     value="fact", description="cosine")
+    return w.interactive(_timed(alignment_figure), **controls)
