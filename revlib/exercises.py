@@ -79,3 +79,45 @@ def arm_reversal_with_examples(answer, both_fraction: float = 0.5) -> Feedback:
                               "they teach nothing about the held-out pairs.")
     return Feedback(False, f"Measured: {measured:.2f}. Seeing 'b rev a' for other pairs gives the ARM no route "
                            "from b to a for these ones: the causal mask never lets b_i be context for a_i.")
+
+
+def smallest_head_correlation(answer) -> Feedback:
+    """Chapter 2, exercise 1: Corr(S_infill, S_b2a) for a RoPE head of size d = 2, offset 2, base 10^4."""
+    from .theory import rope_corr
+
+    expected = rope_corr(2, 2)  # one plane, theta_0 = 1: cos(2 * 2 * 1) = cos 4
+    if answer is None:
+        return Feedback(None, "Set `answer` to the correlation for d = 2, offset 2 (a number in [-1, 1]).")
+    value = _number(answer)
+    if value is None or not -1 <= value <= 1:
+        return Feedback(False, f"A correlation lies in [-1, 1]; got {answer!r}.")
+    if math.isclose(value, expected, abs_tol=2e-3):
+        return Feedback(True, f"cos(2 * 2 * theta_0) with theta_0 = 1: cos 4 = {expected:.3f}. The one plane turns "
+                              "the key by 2 rad each way, 4 rad apart in total: more than pi/2, so negative.")
+    if math.isclose(value, math.cos(2.0), abs_tol=2e-3):
+        return Feedback(False, "That is cos(Delta theta): but the two scores see R(+Delta) and R(-Delta), "
+                               "which differ by an angle of 2 Delta theta.")
+    if math.isclose(value, -expected, abs_tol=2e-3):
+        return Feedback(False, "Right size, wrong sign: cos 4 is negative (4 rad is past pi/2).")
+    if math.isclose(value, 1.0, abs_tol=2e-3):
+        return Feedback(False, "With d = 2 there is only the fastest plane, theta_0 = base^0 = 1: it is not slow.")
+    return Feedback(False, "With one plane the average (2/d) sum_k cos(2 Delta theta_k) has one term, k = 0.")
+
+
+def worst_offset(answer, d: int = 32, max_offset: int = 32) -> Feedback:
+    """Chapter 2, exercise 2: the offset 0..max_offset whose RoPE correlation is smallest for head size d."""
+    from .theory import rope_corr
+
+    corr = {o: rope_corr(d, o) for o in range(max_offset + 1)}
+    best = min(corr, key=corr.get)
+    if answer is None:
+        return Feedback(None, f"Set `answer` to an offset between 0 and {max_offset}.")
+    value = _number(answer)
+    if value is None or value != int(value) or not 0 <= value <= max_offset:
+        return Feedback(False, f"An offset is a whole number between 0 and {max_offset}; got {answer!r}.")
+    value = int(value)
+    if value == best:
+        return Feedback(True, f"Offset {best}: correlation {corr[best]:.3f}, still well above zero because most "
+                              f"planes turn slowly. Our facts only use offsets 1 and 2 ({corr[2]:.3f}).")
+    return Feedback(False, f"Offset {value} gives {corr[value]:.3f}; a smaller correlation exists. Scan "
+                           f"[theory.rope_corr({d}, o) for o in range({max_offset + 1})].")

@@ -29,3 +29,22 @@ def test_arm_reversal_checker_measures():
     wrong = exercises.arm_reversal_with_examples(0.8)
     assert wrong.ok is False and "Measured: 0.00" in wrong.message
     assert exercises.arm_reversal_with_examples(3).ok is False
+
+
+def test_smallest_head_checker():
+    import math
+
+    assert exercises.smallest_head_correlation(math.cos(4)).ok is True
+    assert "2 Delta theta" in exercises.smallest_head_correlation(math.cos(2)).message
+    assert "sign" in exercises.smallest_head_correlation(-math.cos(4)).message
+    assert exercises.smallest_head_correlation(None).ok is None
+
+
+def test_worst_offset_checker():
+    from revlib import theory
+
+    best = min(range(33), key=lambda o: theory.rope_corr(32, o))
+    assert exercises.worst_offset(best).ok is True
+    wrong = exercises.worst_offset(2 if best != 2 else 3)
+    assert wrong.ok is False and "smaller correlation exists" in wrong.message
+    assert exercises.worst_offset(2.5).ok is False
