@@ -69,6 +69,12 @@ def _save(path: Path, key: str, run: Run) -> None:
         "seconds": run.seconds,
         "eval_seconds": torch.from_numpy(np.asarray(run.eval_seconds, dtype=np.float64)),
     }
+    save_atomic(path, payload)
+
+
+def save_atomic(path: Path, payload: dict) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it into place, so a
+    reader sees either the old entry or the whole new one, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -76,7 +82,7 @@ def _save(path: Path, key: str, run: Run) -> None:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic: readers see the old entry or the whole new one
+        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

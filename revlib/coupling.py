@@ -34,14 +34,12 @@ Everything takes an ensemble (revlib.model) and returns a leading axis K.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 
 import numpy as np
 import torch
 
-from .cache import cache_dir, cache_key
+from .cache import cache_dir, cache_key, save_atomic
 from .config import Experiment
 from .data import FactWorld, make_world
 from .theory import pearson
@@ -259,15 +257,7 @@ def cached_coupling_history(experiment: Experiment, seeds=None, progress: bool =
     history = coupling_history(experiment, seeds, progress)[1]
     payload = {"key": key, "history": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in history.items()}}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-            os.replace(tmp, path)  # atomic: readers see no entry or the whole entry
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        save_atomic(path, payload)
     except OSError as err:  # a read-only or full disk must not lose the result
         warnings.warn(f"revlib cache: could not write {path}: {err}")
     return history
