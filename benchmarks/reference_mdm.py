@@ -2,9 +2,10 @@
 
 Same size as revlib's default (one layer, one head, attention only, d_model 32, RoPE, 128
 facts), same objective (masked diffusion: t ~ U(t_min, 1), mask with probability t, cross
-entropy on masked tokens weighted by 1/t), nanoGPT-style modules, Adam, mini-batches from a
-shuffled DataLoader and torch's default number of threads. It trains until the a2b accuracy
-reaches the target, evaluating after every epoch. `revlib bench` times it beside revlib.
+entropy on masked tokens weighted by 1/t), nanoGPT-style modules, Adam and mini-batches from a
+shuffled DataLoader. It trains until the a2b accuracy reaches the target, evaluating after
+every epoch. `revlib bench` times it beside revlib on the same single thread (on a shared
+2-core machine two threads stall unpredictably, which made an earlier comparison swing 20x).
 
 Nothing here is handicapped on purpose: it uses fused scaled-dot-product attention and a
 learning rate picked by a small sweep on the same task (3e-3 reached the target in ~5,500
@@ -64,6 +65,37 @@ def a2b_accuracy(model: nn.Module, queries: torch.Tensor, answers: torch.Tensor)
     return (logits.argmax(-1) == answers).float().mean().item()
 
 
+def masked_loss(model: nn.Module, x: torch.Tensor, t_min: float = 0.05, mask_id: int = 0) -> torch.Tensor:
+    t = t_min + (1 - t_min) * torch.rand(x.shape[0], 1)
+    mask = torch.rand(x.shape) < t
+    logits = model(x.masked_fill(mask, mask_id))
+    ce = F.cross_entropy(logits.transpose(1, 2), x, reduction="none")  # (B, T)
+    return (ce * mask / t).sum() / x.numel()
+
+
+def make_step(train_tokens: torch.Tensor, vocab_size: int, lr: float = 3e-3, batch_size: int = 32, seed: int = 0):
+    """One training step of the reference as a closure (for timing): batch, loss, backward, Adam."""
+    torch.manual_seed(seed)
+    model = TinyMDM(vocab_size)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    loader = DataLoader(TensorDataset(train_tokens), batch_size=batch_size, shuffle=True)
+    batches = iter(loader)
+
+    def step() -> None:
+        nonlocal batches
+        try:
+            (x,) = next(batches)
+        except StopIteration:
+            batches = iter(loader)
+            (x,) = next(batches)
+        loss = masked_loss(model, x)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def train_reference(
     train_tokens: torch.Tensor,
     a2b_queries: torch.Tensor,
@@ -87,11 +119,7 @@ def train_reference(
     while steps < max_steps:
         epoch += 1
         for (x,) in loader:
-            t = t_min + (1 - t_min) * torch.rand(x.shape[0], 1)
-            mask = torch.rand(x.shape) < t
-            logits = model(x.masked_fill(mask, mask_id))
-            ce = F.cross_entropy(logits.transpose(1, 2), x, reduction="none")  # (B, T)
-            loss = (ce * mask / t).sum() / x.numel()
+            loss = masked_loss(model, x, t_min, mask_id)
             opt.zero_grad()
             loss.backward()
             opt.step()

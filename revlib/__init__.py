@@ -1,16 +1,18 @@
 """revlib: the library behind the book *Why masked diffusion models escape the reversal curse*.
 
-One module per idea (see the README): ``config``, ``data``, ``model``, ``objectives``,
-``train``, ``measure``; ``python -m revlib`` runs the book's experiments from the shell.
+The experiment (``config``, ``data``, ``model``, ``objectives``, ``training``, ``measure``,
+``cache``) and the analyses (``theory``, ``coupling``, ``gradients``, ``alignment``, ``sweep``,
+``lm_probe``) produce numbers; ``revlib.book`` presents them (style, tables, figures, widgets,
+exercises and one module of recipes per chapter). ``python -m revlib`` runs the book's
+experiments from the shell.
 """
 from .config import ConfigError, DataConfig, Experiment, ModelConfig, TrainConfig, preset
 from .data import FactWorld, make_world
 from .measure import evaluate
-from .model import Transformer
-from .train import Run, TrainingDiverged, train
-from .cache import cached_train
+from .model import Transformer, build_model
+from .training import Run, TrainingDiverged, train
 
 __all__ = [
     "ConfigError", "DataConfig", "Experiment", "ModelConfig", "TrainConfig", "preset",
-    "FactWorld", "make_world", "evaluate", "Transformer", "Run", "TrainingDiverged", "train", "cached_train",
+    "FactWorld", "make_world", "evaluate", "Transformer", "build_model", "Run", "TrainingDiverged", "train",
 ]

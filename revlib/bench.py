@@ -1,34 +1,155 @@
-"""``python -m revlib bench``: how fast revlib trains the book's toy, measured side by side.
+"""``python -m revlib bench``: how fast a training step is, against this machine's floor.
 
-One process measures, in order:
+All timings are thread CPU time (``time.thread_time``), one torch thread, medians of repeats:
 
-1. revlib training the default MDM (128 facts) until ``a2b`` accuracy reaches 0.95: the wall
-   time at the first evaluation that reaches it, and steps per second over the whole run;
-2. the *reference*: the same model size and objective written in plain PyTorch as a user
-   without revlib would (``benchmarks/reference_mdm.py``: nanoGPT-style modules, a shuffled
-   DataLoader, Adam, torch's default thread count), trained to the same accuracy;
-3. an ensemble: 8 seeds trained in one pass against 1 seed, same steps;
-4. the compute floor: matmul FLOPs per step times the steps revlib needed, over the measured
-   single-thread matmul rate;
-5. the slowest retrain behind the chapter-1 widget (its largest slider settings).
+``step_ms``
+    one training step of the default MDM (one seed, no evaluation): forward, backward, Adam.
+``floor_ms``
+    the same step's *arithmetic* replayed: every dense matrix product it runs (forward and
+    backward, captured from a real step with their exact shapes) and the vocabulary
+    log-softmax with its backward, each called once on fresh tensors. The repeats of the step
+    and of the replay are interleaved, so both see the same machine state.
+``attention_ms``
+    the fused attention kernel (forward and backward) of the same step, replayed alone: the
+    largest cost outside the floor for three-token sentences (reported, not part of the floor).
+``ensemble_*``
+    the same for ``ensemble_k`` seeds trained side by side.
+``reference_*``
+    the same model and objective written in plain PyTorch as a user without revlib would
+    (``benchmarks/reference_mdm.py``), on one thread: its step time and the steps it needs to
+    reach ``a2b`` accuracy 0.95, against revlib's ``steps_to_target``; ``speedup`` is the
+    ratio of the times to target, and splits into ``recipe_gain`` (fewer steps) times
+    ``step_gain`` (cheaper steps).
+``llada_*``
+    step and floor of the ``llada_like`` preset (two layers, RMSNorm, SwiGLU).
+``explorer_retrain_s``
+    the slowest retrain behind chapter 1's explorer (ARM + MDM at its largest settings), wall time.
 
-Timings are measurements of this machine at this moment, never asserted by a test.
+Timings describe this machine at this moment; no test asserts them.
 """
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from .config import Experiment, preset
+from . import objectives
+from .config import ConfigError, Experiment, preset
 from .data import make_world
-from .train import torch_threads, train
+from .model import build_model
+from .training import ScaledAdam, check_memory, lr_factor, torch_threads, trainable, train
 
 TARGET = 0.95
+MATMULS = {"aten.mm", "aten.bmm", "aten.addmm", "aten.baddbmm"}
+SOFTMAX = {"aten._log_softmax", "aten._log_softmax_backward_data"}
+ATTENTION = {"aten._scaled_dot_product_flash_attention_for_cpu",
+             "aten._scaled_dot_product_flash_attention_for_cpu_backward"}
+
+
+class _Capture(TorchDispatchMode):
+    """Records the matrix products, vocabulary softmaxes and attention kernels of a step."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[str, object, tuple, dict]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = str(func.overloadpacket)
+        if name in MATMULS | SOFTMAX | ATTENTION:
+            self.calls.append((name, func, args, kwargs))
+        return func(*args, **kwargs)
+
+
+def _fresh(x):
+    """A tensor like x (same shape, dtype and strides) with new contents; other values unchanged."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype.is_floating_point:
+            return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype).normal_()
+        return x.clone()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_fresh(v) for v in x)
+    return x
+
+
+def training_step(exp: Experiment, n_members: int):
+    """A closure running one training step (no evaluation) of ``n_members`` seeds of ``exp``."""
+    check_memory(exp, n_members)
+    world = make_world(exp.data)
+    model = build_model(exp, range(n_members), world.vocab_size)
+    gens = [torch.Generator().manual_seed(s + 1) for s in range(n_members)]
+    batches = objectives.Batches(world.train_tokens, exp.train, world.k, gens)
+    params = [p for _, p in trainable(model, exp.train.freeze)]
+    opt = ScaledAdam(params)
+    counter = [0]
+
+    def step() -> None:
+        s = counter[0] % exp.train.steps
+        counter[0] += 1
+        losses = objectives.loss(model, exp.train, batches.get(counter[0] - 1))
+        grads = torch.autograd.grad(losses.sum(), params)
+        opt.step(grads, exp.train.lr * lr_factor(s, exp.train))
+
+    return step
+
+
+def capture(step) -> list:
+    """The kernels of one call of ``step`` (after one warm-up call)."""
+    step()
+    cap = _Capture()
+    with cap:
+        step()
+    return cap.calls
+
+
+def replay(calls, kinds: set[str]):
+    """A closure calling every captured kernel of ``kinds`` once, on fresh inputs of the same shapes."""
+    prepared = [(func, _fresh(args), _fresh(kwargs)) for name, func, args, kwargs in calls if name in kinds]
+
+    def run() -> None:
+        for func, args, kwargs in prepared:
+            func(*args, **kwargs)
+
+    return run, len(prepared)
+
+
+def interleaved(fns: dict, repeats: int = 9, inner: int = 10) -> dict[str, float]:
+    """Median thread-CPU milliseconds per call of each function, repeats interleaved."""
+    times = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm up
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.thread_time()
+            for _ in range(inner):
+                fn()
+            times[name].append((time.thread_time() - t0) / inner * 1e3)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def step_and_floor(exp: Experiment, n_members: int, repeats: int = 9) -> dict[str, float]:
+    """step_ms, floor_ms and attention_ms of ``exp`` with ``n_members`` seeds (see the module doc)."""
+    with torch_threads(1):
+        step = training_step(exp, n_members)
+        calls = capture(step)
+        floor, n_kernels = replay(calls, MATMULS | SOFTMAX)
+        attention, _ = replay(calls, ATTENTION)
+        t = interleaved({"step": step, "floor": floor, "attention": attention}, repeats=repeats)
+    return {"step_ms": t["step"], "floor_ms": t["floor"], "attention_ms": t["attention"], "floor_kernels": n_kernels}
+
+
+def steps_to_target(exp: Experiment, target: float = TARGET) -> int | None:
+    """The first evaluated step (every 5) at which ``a2b`` accuracy reaches ``target`` (one seed, uncached)."""
+    run = train(exp.replace(eval_every=5), seeds=(exp.train.seed,))
+    reached = run.history["a2b_acc"][:, 0] >= target
+    return int(run.history["step"][reached.argmax()]) if reached.any() else None
 
 
 def _reference_module():
@@ -41,109 +162,61 @@ def _reference_module():
     return module
 
 
-def time_to_target(exp: Experiment, seeds=(0,), target: float = TARGET) -> dict:
-    """Train ``exp`` (no cache) and report when every member first reached ``target`` a2b accuracy."""
-    run = train(exp, seeds=seeds, progress=False)
-    reached = (run.history["a2b_acc"] >= target).all(axis=1)  # (n,) all members at target
-    i = int(reached.argmax()) if reached.any() else None
-    return {
-        "seconds_to_target": None if i is None else float(run.eval_seconds[i]),
-        "steps_to_target": None if i is None else int(run.history["step"][i]),
-        "run_seconds": run.seconds,
-        "steps": exp.train.steps,
-        "steps_per_second": exp.train.steps / run.seconds,
-    }
-
-
-def matmul_flops_per_step(exp: Experiment, masked_share: float = 0.525) -> float:
-    """Multiply-add FLOPs of one MDM training step of one member (forward + backward = 3x forward).
-
-    Counts the matrix products only: projections, attention scores and mixing, output
-    projection and the unembedding of the masked slots (expected share (1 + t_min) / 2).
-    """
-    m, V = exp.model, exp.data.vocab
-    rows = exp.data.n_pairs * exp.train.mask_copies * 3  # sequences x positions
-    d, H, e, T = m.d_model, m.n_heads, m.d_head, 3
-    per_layer = 2 * rows * d * (3 * H * e) + 2 * rows * H * e * d + 2 * 2 * rows * H * T * e
-    if m.mlp:
-        per_layer += 2 * 2 * rows * d * 4 * d
-    forward = m.n_layers * per_layer + 2 * rows * masked_share * d * V
-    return 3.0 * forward
-
-
-def matmul_rate(rows: int, d: int, V: int, repeats: int = 50) -> float:
-    """Measured single-thread FLOP/s of the unembedding-shaped matmul (rows, d) @ (d, V)."""
-    a, b = torch.randn(rows, d), torch.randn(d, V)
+def reference(exp: Experiment, repeats: int = 9, max_steps: int = 30_000) -> dict:
+    """The plain-PyTorch reference on one thread: its step time and its steps to target."""
+    ref = _reference_module()
+    world = make_world(exp.data)
+    probe = world.probe("a2b")
     with torch_threads(1):
-        for _ in range(5):
-            a @ b
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        seconds = (time.perf_counter() - start) / repeats
-    return 2.0 * rows * d * V / seconds
+        step = ref.make_step(world.train_tokens, world.vocab_size)
+        t = interleaved({"step": step}, repeats=repeats)
+        r = ref.train_reference(world.train_tokens, probe.tokens, probe.answers[:, 0], world.vocab_size,
+                                target=TARGET, max_steps=max_steps)
+    return {"reference_step_ms": t["step"], "reference_steps_to_target": r["steps"] if r["converged"] else None,
+            "reference_threads": 1}
 
 
-def widget_seconds() -> float:
-    """Wall time of one uncached retrain behind the chapter-1 explorer (ARM + MDM) at its
-    slowest corner: the largest pairs, d_model and steps its sliders allow."""
-    from .explore import MAX_D_MODEL, MAX_PAIRS, MAX_STEPS
+def explorer_retrain_seconds() -> float:
+    """Wall time of one uncached retrain behind chapter 1's explorer (ARM + MDM) at its slowest corner."""
+    from .book.explore import MAX_D_MODEL, MAX_PAIRS, MAX_STEPS
 
-    pairs, d_model, steps = MAX_PAIRS, MAX_D_MODEL, MAX_STEPS
     start = time.perf_counter()
-    for kind in ("ar", "mdm"):
-        train(preset(kind, n_pairs=pairs, d_model=d_model, steps=steps), progress=False)
+    for name in ("ar", "mdm"):
+        train(preset(name, n_pairs=MAX_PAIRS, d_model=MAX_D_MODEL, steps=MAX_STEPS))
     return time.perf_counter() - start
 
 
-def run_benchmark(ensemble_k: int = 8, reference: bool = True, max_reference_steps: int = 30_000) -> dict:
-    """All measurements above as one flat dict (the ``--json`` output)."""
-    exp = preset("mdm", eval_every=5)
-    single = time_to_target(exp)
+def run_benchmark(ensemble_k: int = 8, with_reference: bool = True, repeats: int = 9) -> dict:
+    """Every measurement of the module docstring as one flat dict (the ``--json`` output)."""
+    if isinstance(ensemble_k, bool) or not isinstance(ensemble_k, int) or ensemble_k < 1:
+        raise ConfigError(f"ensemble_k must be a positive integer, got {ensemble_k!r}")
+    exp = preset("mdm")
+    check_memory(exp, ensemble_k)
+    one = step_and_floor(exp, 1, repeats)
+    many = step_and_floor(exp, ensemble_k, repeats)
+    llada = step_and_floor(preset("llada_like"), 1, repeats)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
-        "target_a2b_acc": TARGET,
-        "revlib_seconds": single["seconds_to_target"],
-        "revlib_steps": single["steps_to_target"],
-        "revlib_steps_per_second": single["steps_per_second"],
-    }
-    if reference:
-        ref = _reference_module()
-        world = make_world(exp.data)
-        probe = world.probe("a2b")
-        # torch's default thread count is the number of cores; OMP_NUM_THREADS=1 (our Makefile)
-        # would lower it, so the reference gets what a user without that setting gets.
-        with torch_threads(os.cpu_count() or 1):
-            threads = torch.get_num_threads()
-            r = ref.train_reference(world.train_tokens, probe.tokens, probe.answers, world.vocab_size,
-                                    target=TARGET, max_steps=max_reference_steps)
-        result.update({
-            "reference_seconds": r["seconds"],
-            "reference_steps": r["steps"],
-            "reference_converged": r["converged"],
-            "reference_threads": threads,
-            "speedup": r["seconds"] / single["seconds_to_target"] if single["seconds_to_target"] else None,
-        })
-    full = preset("mdm")  # the book's default run, whole length, evaluated every 25 steps
-    one = train(full, seeds=(0,), progress=False).seconds
-    many = train(full, seeds=tuple(range(ensemble_k)), progress=False).seconds
-    result.update({
+        "threads": 1,
+        "step_ms": one["step_ms"], "floor_ms": one["floor_ms"], "attention_ms": one["attention_ms"],
+        "step_over_floor": one["step_ms"] / one["floor_ms"],
         "ensemble_k": ensemble_k,
-        "single_seconds": one,
-        "ensemble_seconds": many,
-        "ensemble_ratio": many / one,
-    })
-    flops = matmul_flops_per_step(exp)
-    rows = int(exp.data.n_pairs * exp.train.mask_copies * 3 * 0.525)
-    rate = matmul_rate(rows, exp.model.d_model, exp.data.vocab)
-    steps = single["steps_to_target"] or exp.train.steps
-    result.update({
-        "flops_per_step": flops,
-        "matmul_flops_per_second": rate,
-        "floor_seconds": flops * steps / rate,
-    })
-    result["floor_fraction"] = result["floor_seconds"] / single["seconds_to_target"] if single["seconds_to_target"] else None
-    result["widget_seconds_max"] = widget_seconds()
+        "ensemble_step_ms": many["step_ms"], "ensemble_floor_ms": many["floor_ms"],
+        "ensemble_attention_ms": many["attention_ms"],
+        "ensemble_over_floor": many["step_ms"] / many["floor_ms"],
+        "ensemble_per_seed_over_one": many["step_ms"] / ensemble_k / one["step_ms"],
+        "llada_step_ms": llada["step_ms"], "llada_floor_ms": llada["floor_ms"],
+        "llada_over_floor": llada["step_ms"] / llada["floor_ms"],
+        "steps_to_target": steps_to_target(exp),
+    }
+    if with_reference:
+        result.update(reference(exp, repeats))
+        s, rs = result["steps_to_target"], result["reference_steps_to_target"]
+        if s and rs:
+            result["recipe_gain"] = rs / s
+            result["step_gain"] = result["reference_step_ms"] / result["step_ms"]
+            result["speedup"] = (rs * result["reference_step_ms"]) / (s * result["step_ms"])
+    result["explorer_retrain_s"] = explorer_retrain_seconds()
     return result
 
 
@@ -151,26 +224,12 @@ def cached_benchmark(**kwargs) -> dict:
     """:func:`run_benchmark`, measured once per version of revlib and machine, then reused.
 
     The book executes each page twice in CI (as a test, then for the HTML); the second
-    execution shows the measurement of the first instead of timing a busy machine again.
+    execution shows the first's measurement instead of timing a busy machine again.
     ``result["cached"]`` says which.
     """
-    import hashlib
-    import json
+    from .cache import memo
 
-    from .cache import cache_dir, code_fingerprint
-
-    folder = cache_dir()
-    if folder is None:
-        return {**run_benchmark(**kwargs), "cached": False}
-    ident = json.dumps({"code": code_fingerprint(), "machine": platform.node(), "kwargs": kwargs}, sort_keys=True)
-    path = folder / f"bench-{hashlib.sha256(ident.encode()).hexdigest()[:24]}.json"
-    try:
-        return {**json.loads(path.read_text()), "cached": True}
-    except (OSError, ValueError):
-        pass  # absent or corrupt: measure
-    result = run_benchmark(**kwargs)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, path)  # atomic
-    return {**result, "cached": False}
+    config = {"machine": platform.node(), "kwargs": kwargs}
+    value, cached = memo("bench", config, lambda: run_benchmark(**kwargs),
+                         lambda r: {"json": json.dumps(r)}, lambda p: json.loads(p["json"]))
+    return {**value, "cached": cached}

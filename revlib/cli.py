@@ -1,8 +1,10 @@
 """``python -m revlib``: the book's experiments from the shell.
 
 Every subcommand is a thin wrapper: it builds a config, calls the library and prints. Bad
-input never produces a traceback: argument errors and impossible configurations print one
-line on stderr and exit with status 2; a diverged run prints one line and exits with 1.
+input never produces a traceback: argument errors, impossible configurations and options that
+do not apply in the chosen mode print one line on stderr and exit with status 2; a diverged run
+prints one line and exits with 1. ``--json`` prints one strict JSON object (never NaN or
+Infinity: a non-finite result is an error that says which value overflowed).
 """
 from __future__ import annotations
 
@@ -11,8 +13,8 @@ import json
 import math
 import sys
 
-from .config import ConfigError, preset
-from .train import TrainingDiverged, train
+from .config import ConfigError, MAX_SEED, PRESETS, preset
+from .training import TrainingDiverged
 
 
 class UsageError(Exception):
@@ -25,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _finite_float(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -35,199 +37,332 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", choices=["ar", "mdm"], default="mdm", help="ARM (causal) or MDM (masked diffusion)")
-    p.add_argument("--positional", choices=["rope", "absolute", "alibi", "none"], default="rope")
-    p.add_argument("--pairs", type=int, default=128, help="number of (a, b) facts")
-    p.add_argument("--layers", type=int, default=1)
-    p.add_argument("--heads", type=int, default=1)
-    p.add_argument("--d-model", type=int, default=32)
-    p.add_argument("--mlp", action="store_true", help="add an MLP to every layer")
-    p.add_argument("--layernorm", action="store_true", help="pre-LayerNorm in every block")
-    p.add_argument("--steps", type=int, default=None, help="Adam steps (default: the preset's)")
-    p.add_argument("--lr", type=_finite_float, default=None, help="learning rate (default: the preset's)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the facts, the weights and the masks")
-    p.add_argument("--both-fraction", type=float, default=0.0,
-                   help="share of pairs also trained reversed (Zhu et al.'s split)")
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
-def experiment_from_args(args: argparse.Namespace):
-    overrides = dict(
-        positional=args.positional, n_pairs=args.pairs, n_layers=args.layers, n_heads=args.heads,
-        d_model=args.d_model, mlp=args.mlp, layernorm=args.layernorm, seed=args.seed,
-        both_fraction=args.both_fraction,
-    )
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    if args.lr is not None:
-        overrides["lr"] = args.lr
-    return preset(args.model, **overrides)
+def _seed(text: str) -> int:
+    value = _integer(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must lie in [0, {MAX_SEED}], got {value}")
+    return value
 
 
-def _probe_json(final) -> dict:
-    return {
-        name: None if m is None else {"acc": float(m["acc"][0]), "p_correct": float(m["p_correct"][0])}
-        for name, m in final.items()
-    }
+def _flag_value(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    exp = experiment_from_args(args)
-    run = train(exp, progress=not args.json)
-    result = {
-        "model": exp.kind,
-        "positional": exp.model.positional,
-        "pairs": exp.data.n_pairs,
-        "both_fraction": exp.data.both_fraction,
-        "layers": exp.model.n_layers,
-        "heads": exp.model.n_heads,
-        "d_model": exp.model.d_model,
-        "steps": exp.train.steps,
-        "lr": exp.train.lr,
-        "seed": args.seed,
-        "seconds": round(run.seconds, 3),
-        "final_loss": float(run.history["loss"][-1, 0]),
-        "vocab_size": run.world.vocab_size,
-        "chance": run.world.chance,
-        "probes": _probe_json(run.final),
-    }
-    if args.json:
-        print(json.dumps(result))
-        return 0
-    print(f"{exp.kind.upper()} on {exp.data.n_pairs} facts, {exp.train.steps} steps in {run.seconds:.2f} s; "
-          f"final loss {result['final_loss']:.4f}; chance 1/V = {run.world.chance:.4f}")
-    print(f"{'probe':8} {'accuracy':>9} {'p(right)':>9}")
-    for name, m in result["probes"].items():
+# flag -> (config field, parse one value, help). Parsed values default to None: "not given".
+TRAIN_OPTIONS = {
+    "objective": ("objective", str, "ar (next token) | suffix (mask the last entity) | mdm (any-order masking)"),
+    "attention": ("attention", str, "causal | bidirectional (default: causal for ar, else bidirectional)"),
+    "positional": ("positional", str, "rope | absolute | alibi | none"),
+    "rope-base": ("rope_base", _number, "RoPE base (theta_k = base^(-2k/d))"),
+    "pairs": ("n_pairs", _integer, "number of (a, b) facts"),
+    "entity-tokens": ("entity_tokens", _integer, "tokens per entity (k)"),
+    "vocab-size": ("vocab_size", _integer, "vocabulary size V (default: exactly the tokens used)"),
+    "reversed-fraction": ("reversed_fraction", _number, "share of pairs also trained the other way"),
+    "hold-out": ("hold_out", str, "b2a (one-way pairs are 'a r b') | random (a random direction each)"),
+    "relations": ("relations", str, "one (a single relation) | inverse (a relation and its inverse)"),
+    "layers": ("n_layers", _integer, "Transformer layers"),
+    "heads": ("n_heads", _integer, "attention heads"),
+    "d-model": ("d_model", _integer, "width of the residual stream"),
+    "mlp": ("mlp", str, "none | gelu | swiglu"),
+    "norm": ("norm", str, "none | layernorm | rmsnorm"),
+    "bias": ("bias", _flag_value, "biases in MLP and LayerNorm (true | false)"),
+    "untie-values": ("untie_values", _flag_value, "one value matrix per position (true | false)"),
+    "unembed-scale": ("unembed_scale", _number, "initial scale of the unembedding"),
+    "steps": ("steps", _integer, "Adam steps"),
+    "lr": ("lr", _number, "learning rate"),
+    "schedule": ("schedule", str, "cosine | constant"),
+    "batch-size": ("batch_size", _integer, "sentences per step (default: all)"),
+    "mask-copies": ("mask_copies", _integer, "masked objectives: maskings of each sentence per step"),
+    "t-min": ("t_min", _number, "masked objectives: smallest masking rate"),
+    "masking": ("masking", str, "token | span (whole entities)"),
+    "freeze": ("freeze", str, "none | qk (W_Q, W_K stay at initialisation)"),
+    "project-out": ("project_out", str, "none | b2a (remove the part of each OV update that lowers l_b2a)"),
+    "eval-every": ("eval_every", _integer, "steps between evaluations"),
+}
+ALIASES = {"both-fraction": "reversed-fraction"}  # the first edition's name
+
+
+def _add_train_options(p: argparse.ArgumentParser, as_lists: bool = False) -> None:
+    p.add_argument("--model", choices=["ar", "mdm"], default=None,
+                   help="shorthand: ar = objective ar + causal, mdm = objective mdm + bidirectional (default mdm)")
+    p.add_argument("--preset", choices=list(PRESETS), default=None, help="start from a named preset")
+    for flag, (_, parse, help_text) in TRAIN_OPTIONS.items():
+        names = [f"--{flag}"] + [f"--{a}" for a, target in ALIASES.items() if target == flag]
+        p.add_argument(*names, dest=flag.replace("-", "_"), type=str if as_lists else parse, default=None,
+                       help=help_text + (" (comma-separated values: an axis)" if as_lists else ""))
+    p.add_argument("--seed", type=_seed, default=None, help="seed of the facts, the weights and the masks (default 0)")
+
+
+def _given(args, flag: str):
+    return getattr(args, flag.replace("-", "_"), None)
+
+
+def _base(args) -> tuple[str, dict]:
+    """The preset name and the overrides every command shares (model, preset, objective, seed)."""
+    if args.model is not None and args.preset is not None:
+        raise UsageError("give --model or --preset, not both")
+    if args.model is not None and _given(args, "objective") is not None:
+        raise UsageError("--model is a shorthand for --objective and --attention; give one or the other")
+    name = args.preset or args.model or ("ar" if _given(args, "objective") == "ar" else "mdm")
+    overrides = {}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    return name, overrides
+
+
+def experiment_from_args(args):
+    name, overrides = _base(args)
+    for flag, (field, _, _) in TRAIN_OPTIONS.items():
+        value = _given(args, flag)
+        if value is not None:
+            overrides[field] = value
+    return preset(name, **overrides)
+
+
+def _reject(args, flags, why: str) -> None:
+    for flag in flags:
+        if _given(args, flag) is not None:
+            raise UsageError(f"argument --{flag}: {why}")
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------
+
+def _nonfinite(obj, path: str = "") -> str | None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return f"{path or 'the result'} = {obj}"
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = _nonfinite(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+    if isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = _nonfinite(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def emit_json(obj) -> None:
+    """Print one strict JSON object, or refuse with the path of the value that is not finite."""
+    bad = _nonfinite(obj)
+    if bad:
+        raise UsageError(f"a result is not a finite number ({bad}): the computation overflowed")
+    print(json.dumps(obj, allow_nan=False))
+
+
+def _probe_json(final, member: int = 0) -> dict:
+    return {name: None if m is None else {k: float(v[member]) for k, v in m.items()} for name, m in final.items()}
+
+
+def _config_json(exp) -> dict:
+    m, d, t = exp.model, exp.data, exp.train
+    return {"objective": t.objective, "attention": m.attention, "positional": m.positional, "pairs": d.n_pairs,
+            "entity_tokens": d.entity_tokens, "vocab_size": d.n_vocab, "reversed_fraction": d.reversed_fraction,
+            "hold_out": d.hold_out, "relations": d.relations, "layers": m.n_layers, "heads": m.n_heads,
+            "d_model": m.d_model, "mlp": m.mlp, "norm": m.norm, "steps": t.steps, "lr": t.lr,
+            "masking": t.masking, "freeze": t.freeze, "project_out": t.project_out, "untie_values": m.untie_values,
+            "rope_base": m.rope_base, "seed": t.seed}
+
+
+def _print_probes(probes: dict) -> None:
+    print(f"{'probe':8} {'accuracy':>9} {'p(right)':>10} {'nll':>9}")
+    for name, m in probes.items():
         if m is None:
-            print(f"{name:8} {'-':>9} {'-':>9}   (an ARM cannot fill a blank before its context)")
+            print(f"{name:8} {'-':>9} {'-':>10} {'-':>9}   (read one position before the blank: nothing precedes it)")
         else:
-            print(f"{name:8} {m['acc']:9.3f} {m['p_correct']:9.4f}")
-    return 0
+            print(f"{name:8} {m['acc']:9.3f} {m['p_correct']:10.3g} {m['nll']:9.3f}")
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_benchmark
+# ---------------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------------
 
-    if args.ensemble_k < 1:
-        raise UsageError(f"argument --ensemble-k: must be at least 1, got {args.ensemble_k}")
-    result = run_benchmark(ensemble_k=args.ensemble_k, reference=not args.no_reference)
+def cmd_train(args) -> int:
+    from .cache import cached_train
+
+    exp = experiment_from_args(args)
+    run = cached_train(exp, progress=not args.json)
+    result = {**_config_json(exp), "seconds": round(run.seconds, 3), "cached": run.cached,
+              "final_loss": float(run.history["loss"][-1, 0]), "chance": run.world.chance,
+              "probes": _probe_json(run.final)}
     if args.json:
-        print(json.dumps(result))
+        emit_json(result)
         return 0
-    for key, value in result.items():
-        print(f"{key:28} {value:.4g}" if isinstance(value, float) else f"{key:28} {value}")
+    print(f"objective {exp.train.objective} + {exp.model.attention} attention, {exp.model.positional} positions, "
+          f"{exp.data.n_pairs} facts of {exp.data.entity_tokens}-token entities; {exp.train.steps} steps in "
+          f"{run.seconds:.2f} s{' (cached)' if run.cached else ''}; final loss {result['final_loss']:.4f}; "
+          f"chance {run.world.chance:.3g}")
+    _print_probes(result["probes"])
     return 0
 
 
-MAX_MC_WORK = 2 * 10**8  # Monte-Carlo samples x numbers drawn per sample, about 1.6 GB of float64
+def cmd_sweep(args) -> int:
+    from .sweep import AXES, STATS, sweep
+
+    name, overrides = _base(args)
+    axes = {}
+    for flag, (field, parse, _) in TRAIN_OPTIONS.items():
+        text = _given(args, flag)
+        if text is None:
+            continue
+        try:
+            values = [parse(v.strip()) for v in text.split(",")]
+        except argparse.ArgumentTypeError as err:
+            raise UsageError(f"argument --{flag}: {err}") from None
+        if flag in AXES:
+            axes[field] = values
+        elif len(values) > 1:
+            raise UsageError(f"argument --{flag}: not an axis a sweep can vary")
+        else:
+            overrides[field] = values[0]
+    if not axes:
+        raise UsageError(f"name at least one axis to sweep, e.g. --heads 1,2,4 (axes: {', '.join(AXES)})")
+    if args.seeds < 1 or args.seeds > 64:
+        raise UsageError(f"argument --seeds: between 1 and 64 seeds, got {args.seeds}")
+    base = preset(name, **overrides)
+    start = base.train.seed
+    rows = sweep(base, axes, seeds=range(start, start + args.seeds), progress=not args.json)
+    if args.json:
+        emit_json({"preset": name, "axes": {k: v for k, v in axes.items()}, "seeds": list(range(start, start + args.seeds)),
+                   "rows": [r.to_json() for r in rows]})
+        return 0
+    for r in rows:
+        values = ", ".join(f"{k}={v}" for k, v in r.values.items())
+        print(f"{values}: {r.summary['n_seeds']} seeds, {r.summary['failed']} failed to learn the trained direction")
+        for probe, m in r.summary["probes"].items():
+            if m is None:
+                continue
+            acc = " ".join(f"{s} {m['acc'][s]:.3f}" for s in STATS)
+            nll = " ".join(f"{s} {m['nll'][s]:.3g}" for s in STATS)
+            print(f"  {probe:7} acc {acc} | nll {nll}")
+    return 0
 
 
-def cmd_coupling(args: argparse.Namespace) -> int:
+CLOSED_FORM_ONLY = ("offset", "base", "samples")
+
+
+def cmd_coupling(args) -> int:
     """Chapter 2: the RoPE score correlation in closed form and by Monte-Carlo, or measured in training."""
     from . import coupling, theory
 
     if args.trained:
+        _reject(args, CLOSED_FORM_ONLY, "applies to the closed form, not to --trained (use --rope-base for the model)")
         exp = experiment_from_args(args)
-        run, hist = coupling.coupling_history(exp, seeds=(args.seed,), progress=not args.json)
-        routes = list(coupling.ROUTES[exp.kind])
-        result = {
-            "model": exp.kind, "positional": exp.model.positional, "pairs": exp.data.n_pairs,
-            "layers": exp.model.n_layers, "heads": exp.model.n_heads, "d_model": exp.model.d_model,
-            "mlp": exp.model.mlp, "layernorm": exp.model.layernorm, "steps": exp.train.steps,
-            "seed": args.seed, "routes": routes, "seconds": round(run.seconds, 3),
-            "corr_init": float(hist["corr"][0, 0]), "corr_final": float(hist["corr"][-1, 0]),
-            "evidence_init": float(hist["evidence"][0, 0]), "evidence_final": float(hist["evidence"][-1, 0]),
-            "evidence_baseline_final": float(hist["evidence_baseline"][-1, 0]),
-            **{f"weight_{r}_final": float(hist[f"weight_{r}"][-1, 0]) for r in routes},
-            "probes": _probe_json(run.final),
-        }
+        run, hist = coupling.coupling_history(exp, seeds=(exp.train.seed,), progress=not args.json)
+        routes = [n for n in hist if n.startswith("weight_")]
+        result = {**_config_json(exp), "routes": [r[len("weight_"):] for r in routes], "seconds": round(run.seconds, 3),
+                  "corr_init": float(hist["corr"][0, 0]), "corr_final": float(hist["corr"][-1, 0]),
+                  "evidence_init": float(hist["evidence"][0, 0]), "evidence_final": float(hist["evidence"][-1, 0]),
+                  "evidence_baseline_final": float(hist["evidence_baseline"][-1, 0]),
+                  **{f"{r}_final": float(hist[r][-1, 0]) for r in routes},
+                  "probes": _probe_json(run.final)}
         if args.json:
-            print(json.dumps(result))
+            emit_json(result)
             return 0
-        print(f"{exp.kind.upper()}, {exp.model.positional}: routes {routes[0]} and {routes[1]} "
-              f"({exp.train.steps} steps in {run.seconds:.2f} s)")
+        print(f"{exp.train.objective} + {exp.model.attention}, {exp.model.positional}: routes "
+              f"{' and '.join(result['routes'])} ({exp.train.steps} steps in {run.seconds:.2f} s)")
         print(f"score correlation across facts: {result['corr_init']:+.3f} at init, {result['corr_final']:+.3f} trained")
-        print(f"stored evidence u_a^T W E[b], mean over facts: {result['evidence_init']:+.3f} at init, "
+        print(f"stored evidence u_a W E[b], mean over facts: {result['evidence_init']:+.3f} at init, "
               f"{result['evidence_final']:+.3f} trained (other b's: {result['evidence_baseline_final']:+.3f})")
-        for name, m in result["probes"].items():
-            print(f"{name:8} accuracy {'-' if m is None else format(m['acc'], '.3f')}")
+        _print_probes(result["probes"])
         return 0
 
-    if args.heads <= 0 or args.d_model % args.heads:
-        raise UsageError(f"--heads {args.heads} does not divide --d-model {args.d_model}")
-    d, offset, base, samples = args.d_model // args.heads, args.offset, args.base, args.samples  # d: head size
-    if d <= 0 or (args.positional == "rope" and d % 2):
-        raise UsageError(f"the head size --d-model/--heads must be a positive"
-                         f"{' even' if args.positional == 'rope' else ''} integer (RoPE rotates pairs "
-                         f"of coordinates), got {d}")
-    if base <= 0:
-        raise UsageError(f"--base must be positive, got {base:g}")
-    if samples < 3:
-        raise UsageError(f"--samples must be at least 3, got {samples}")
-    per_sample = 4 * d + (2 * d * d if args.positional == "absolute" else 0)
-    if samples * per_sample > MAX_MC_WORK:
-        raise UsageError(f"--samples {samples} with --d-model {d} is too large for memory; "
-                         f"use at most {MAX_MC_WORK // per_sample} samples")
-    analytic = theory.analytic_corr(args.positional, d, offset, base)
-    mc = theory.monte_carlo_corr(args.positional, d, offset, base, samples=samples, seed=args.seed)
-    result = {"positional": args.positional, "d_model": d, "offset": offset, "base": base, "samples": samples,
-              "seed": args.seed, "analytic": analytic, "monte_carlo": mc.estimate, "stderr": mc.stderr}
+    given = [flag for flag in TRAIN_OPTIONS if _given(args, flag) is not None
+             and flag not in ("positional", "d-model", "heads")] + (["model"] if args.model else []) \
+        + (["preset"] if args.preset else [])
+    if given:
+        raise UsageError(f"argument --{given[0]}: applies to --trained only; the closed form takes --positional, "
+                         "--d-model, --heads, --offset, --base, --samples, --seed")
+    positional = _given(args, "positional") or "rope"
+    d_model, heads = _given(args, "d-model") or 32, _given(args, "heads") or 1
+    offset = 2 if args.offset is None else args.offset
+    base = 10_000.0 if args.base is None else args.base
+    samples = 100_000 if args.samples is None else args.samples
+    seed = 0 if args.seed is None else args.seed
+    if positional not in ("rope", "absolute", "alibi", "none"):
+        raise UsageError(f"argument --positional: one of rope, absolute, alibi, none; got {positional!r}")
+    if heads <= 0 or d_model <= 0 or d_model % heads:
+        raise UsageError(f"--heads {heads} does not divide --d-model {d_model}")
+    d = d_model // heads  # the head size
+    if positional == "rope" and d % 2:
+        raise UsageError(f"the head size --d-model/--heads must be even for RoPE (it rotates pairs), got {d}")
+    if abs(offset) > theory.MAX_OFFSET:
+        raise UsageError(f"argument --offset: at most {theory.MAX_OFFSET} positions either way, got {offset}")
+    if not 1.0 <= base <= 1e12:
+        raise UsageError(f"argument --base: must lie in [1, 1e12] so the rotary frequencies stay representable, got {base:g}")
+    if not 3 <= samples <= theory.MAX_SAMPLES:
+        raise UsageError(f"argument --samples: between 3 and {theory.MAX_SAMPLES}, got {samples}")
+    from .config import MEMORY_LIMIT_BYTES
+
+    need = theory.monte_carlo_bytes(positional, d, samples)
+    if need > MEMORY_LIMIT_BYTES:
+        most = int(samples * MEMORY_LIMIT_BYTES / need)
+        raise UsageError(f"--samples {samples} with head size {d} needs about {need / 2**30:.1f} GiB; "
+                         f"use at most {most} samples")
+    analytic = theory.analytic_corr(positional, d, offset, base)
+    try:
+        mc = theory.monte_carlo_corr(positional, d, offset, base, samples=samples, seed=seed)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    result = {"positional": positional, "d_head": d, "offset": offset, "base": base, "samples": samples,
+              "seed": seed, "analytic": analytic, "monte_carlo": mc.estimate, "stderr": mc.stderr}
     if args.json:
-        print(json.dumps(result))
+        emit_json(result)
         return 0
-    print(f"Corr(S_infill, S_b2a), {args.positional}, d = {d}, offset {offset}, base {base:g}:")
+    print(f"Corr(S_infill, S_b2a), {positional}, head size {d}, offset {offset}, base {base:g}:")
     print(f"  closed form  {analytic:.4f}")
-    print(f"  Monte-Carlo  {mc.estimate:.4f} ± {mc.stderr:.4f} (standard error, {samples} samples, seed {args.seed})")
+    print(f"  Monte-Carlo  {mc.estimate:.4f} ± {mc.stderr:.4f} (standard error, {samples} samples, seed {seed})")
     return 0
 
 
-def cmd_align(args: argparse.Namespace) -> int:
-    """Chapter 3: how ∇ℓ_source and ∇ℓ_b2a align, at initialisation and after training."""
+def cmd_align(args) -> int:
+    """Chapter 3: how ∇l_source and ∇l_b2a align, at initialisation and after training."""
     from . import alignment
-    from .data import make_world
-    from .model import Transformer
+    from .cache import cached_train
 
     exp = experiment_from_args(args)
-    if exp.data.n_both == exp.data.n_pairs:
-        raise UsageError("--both-fraction leaves no pair trained one way only: there is no b2a loss to align with")
-    if exp.kind == "ar" and args.step == "infill":
-        raise UsageError("argument --step: an ARM cannot answer infill (nothing precedes the blank); use a2b")
+    objective = exp.train.objective
+    if objective == "ar" and args.step == "infill":
+        raise UsageError("argument --step: an ar model cannot answer infill (nothing precedes the blank); use a2b")
     if args.eta is not None and min(args.eta) <= 0:
         raise UsageError(f"argument --eta: step sizes must be positive, got {min(args.eta):g}")
     etas = sorted(args.eta) if args.eta is not None else list(alignment.DEFAULT_ETAS)
-    world = make_world(exp.data)
-    init = Transformer(exp.model, world.vocab_size, (exp.train.seed,))  # train()'s starting weights
-    run = train(exp, progress=not args.json)
-    source = alignment.SOURCE[exp.kind]
-    start, end = (alignment.alignment(m, world, train_config=exp.train) for m in (init, run.model))
-    fo = alignment.first_order(init, world, step=args.step, etas=etas, train_config=exp.train)
+    run = cached_train(exp, progress=not args.json)
+    init, world = run.initial_model(), run.world
+    start, end = (alignment.alignment(m, world, objective, train_config=exp.train) for m in (init, run.model))
+    fo = alignment.first_order(init, world, objective, step=args.step, etas=etas, train_config=exp.train)
     identity_error = None
-    if alignment.identity_applies(init):
-        identity_error = max(float(alignment.ov_identity(m, world).relative_error.max()) for m in (init, run.model))
+    if alignment.identity_applies(init, world):
+        identity_error = max(float(alignment.ov_identity(m, world, objective).relative_error.max())
+                             for m in (init, run.model))
 
     def blocks(values: dict) -> dict:
         return {block: float(v[0]) for block, v in values.items()}
 
-    result = {
-        "model": exp.kind, "positional": exp.model.positional, "pairs": exp.data.n_pairs,
-        "layers": exp.model.n_layers, "heads": exp.model.n_heads, "d_model": exp.model.d_model,
-        "mlp": exp.model.mlp, "layernorm": exp.model.layernorm, "steps": exp.train.steps, "seed": args.seed,
-        "source": source, "seconds": round(run.seconds, 3),
-        # cosine of the averaged gradients ∇ℓ_source and ∇ℓ_b2a, by block
-        "cosine_init": blocks(start["mean"]), "cosine_final": blocks(end["mean"]),
-        # mean over facts of the cosine of one fact's two gradients
-        "fact_cosine_init": blocks(start["fact"]), "fact_cosine_final": blocks(end["fact"]),
-        # one plain gradient step at initialisation: change of ℓ_b2a, predicted -η<g_b2a, g_step>
-        "first_order": {"step": fo.step, "at": "init", "eta": fo.eta.tolist(),
-                        "predicted": fo.predicted[:, 0].tolist(), "measured": fo.measured[:, 0].tolist()},
-        "identity_error": identity_error,
-        "probes": _probe_json(run.final),
-    }
+    result = {**_config_json(exp), "source": alignment.source_of(objective), "seconds": round(run.seconds, 3),
+              "cosine_init": blocks(start["mean"]), "cosine_final": blocks(end["mean"]),
+              "fact_cosine_init": blocks(start["fact"]), "fact_cosine_final": blocks(end["fact"]),
+              "first_order": {"step": fo.step, "at": "init", "eta": fo.eta.tolist(),
+                              "predicted": fo.predicted[:, 0].tolist(), "measured": fo.measured[:, 0].tolist()},
+              "identity_error": identity_error, "probes": _probe_json(run.final)}
     if args.json:
-        print(json.dumps(result))
+        emit_json(result)
         return 0
-    print(f"{exp.kind.upper()}: cosine of the gradients of l_{source} and l_b2a "
-          f"({exp.train.steps} steps in {run.seconds:.2f} s)")
+    print(f"{objective}: cosine of the gradients of l_{result['source']} and l_b2a ({exp.train.steps} steps)")
     print(f"{'block':11} {'init':>7} {'trained':>8} {'same-fact init':>15} {'trained':>8}")
     for block in result["cosine_init"]:
         print(f"{block:11} {result['cosine_init'][block]:7.3f} {result['cosine_final'][block]:8.3f} "
@@ -241,11 +376,25 @@ def cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_figures(args: argparse.Namespace) -> int:
+def cmd_bench(args) -> int:
+    from .bench import run_benchmark
+
+    if not 1 <= args.ensemble_k <= 4096:
+        raise UsageError(f"argument --ensemble-k: between 1 and 4096 seeds, got {args.ensemble_k}")
+    result = run_benchmark(ensemble_k=args.ensemble_k, with_reference=not args.no_reference)
+    if args.json:
+        emit_json(result)
+        return 0
+    for key, value in result.items():
+        print(f"{key:28} {value:.4g}" if isinstance(value, float) else f"{key:28} {value}")
+    return 0
+
+
+def cmd_figures(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no window
-    from .figures import REGISTRY, save_all
+    from .book.figures import REGISTRY, save_all
 
     unknown = [n for n in (args.only or []) if n not in REGISTRY]
     if unknown:
@@ -259,41 +408,70 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tables(args) -> int:
+    from .book.figures import TABLES
+
+    unknown = [n for n in (args.only or []) if n not in TABLES]
+    if unknown:
+        raise UsageError(f"unknown table {unknown[0]!r}; choose from {', '.join(TABLES)}")
+    names = args.only or list(TABLES)
+    tables = {name: TABLES[name]() for name in names}
+    if args.json:
+        emit_json({name: t.to_json() for name, t in tables.items()})
+        return 0
+    for name, t in tables.items():
+        print(f"[{name}]")
+        print(t)
+        print()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m revlib", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m revlib", description=__doc__.splitlines()[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("train", help="train an ARM or an MDM on one-direction facts and probe it")
+
+    def command(name: str, help_text: str, func):
+        p = sub.add_parser(name, help=help_text, allow_abbrev=False)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("train", "train a model on one-direction facts and probe it (cached)", cmd_train)
     _add_train_options(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_train)
-    p = sub.add_parser("coupling", help="attention-score coupling: closed form vs Monte-Carlo, or --trained")
+
+    p = command("sweep", "train every value of one or more axes with N seeds and print the spread", cmd_sweep)
+    _add_train_options(p, as_lists=True)
+    p.add_argument("--seeds", type=_integer, default=8, help="seeds per value (default 8), starting at --seed")
+    p.add_argument("--json", action="store_true", help="print one JSON object with a list of rows")
+
+    p = command("coupling", "attention-score coupling: closed form vs Monte-Carlo, or --trained", cmd_coupling)
     _add_train_options(p)
     p.add_argument("--trained", action="store_true",
                    help="train a model and measure the correlation across facts and the stored evidence")
-    p.add_argument("--offset", type=int, default=2, help="distance between the blank and b (closed form)")
-    p.add_argument("--base", type=_finite_float, default=10_000.0, help="RoPE base (closed form)")
-    p.add_argument("--samples", type=int, default=100_000, help="Monte-Carlo samples (closed form)")
+    p.add_argument("--offset", type=_integer, default=None, help="distance between the blank and b (closed form; default 2)")
+    p.add_argument("--base", type=_number, default=None, help="RoPE base (closed form; default 10000)")
+    p.add_argument("--samples", type=_integer, default=None, help="Monte-Carlo samples (closed form; default 100000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_coupling)
 
-    p = sub.add_parser("bench", help="time revlib against a plain-PyTorch reference, ensembles and the compute floor")
-    p.add_argument("--ensemble-k", type=int, default=8, help="seeds trained together in the ensemble timing")
-    p.add_argument("--no-reference", action="store_true", help="skip the (slow) plain-PyTorch reference")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("figures", help="write the book's figures as PNG and SVG (for slides)")
-    p.add_argument("--out", required=True, help="folder to write NAME.png and NAME.svg into")
-    p.add_argument("--only", nargs="+", metavar="NAME", help="just these figures")
-    p.set_defaults(func=cmd_figures)
-
-    p = sub.add_parser("align", help="gradient alignment of l_infill (ARM: l_a2b) and l_b2a, and the first-order test")
+    p = command("align", "gradient alignment of l_infill (ar: l_a2b) and l_b2a, and the first-order test", cmd_align)
     _add_train_options(p)
     p.add_argument("--step", choices=["infill", "a2b", "objective"], default=None,
-                   help="loss of the first-order step (default: infill for the MDM, a2b for the ARM)")
-    p.add_argument("--eta", type=_finite_float, nargs="+", default=None, help="step sizes of the first-order test")
+                   help="loss of the first-order step (default: infill for mdm, a2b otherwise)")
+    p.add_argument("--eta", type=_number, nargs="+", default=None, help="step sizes of the first-order test")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_align)
+
+    p = command("bench", "time a training step against the machine's floor and a plain-PyTorch reference", cmd_bench)
+    p.add_argument("--ensemble-k", type=_integer, default=8, help="seeds trained together in the ensemble timing")
+    p.add_argument("--no-reference", action="store_true", help="skip the plain-PyTorch reference")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = command("figures", "write the book's figures as PNG and SVG (for slides)", cmd_figures)
+    p.add_argument("--out", required=True, help="folder to write NAME.png and NAME.svg into")
+    p.add_argument("--only", nargs="+", metavar="NAME", help="just these figures")
+
+    p = command("tables", "print the book's result tables (every experiment of every chapter)", cmd_tables)
+    p.add_argument("--only", nargs="+", metavar="NAME", help="just these tables")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -305,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"revlib: error: {err}", file=sys.stderr)
         return 2
     except MemoryError:
-        print("revlib: error: out of memory; try fewer pairs or a smaller d_model", file=sys.stderr)
+        print("revlib: error: out of memory; try fewer pairs, seeds, layers or a smaller d_model", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
         print(f"revlib: training diverged: {err}", file=sys.stderr)

@@ -1,263 +1,271 @@
-"""Weight-sharing coupling, measured: attention routes and stored evidence, per fact (chapter 2).
-
-Chapter 2's coupling and stored evidence in numbers read off a model's internals.
+"""Weight-sharing coupling, measured: attention routes and stored evidence, per fact (chapters 2, 5).
 
 **Routes.** A route is one pre-softmax score: a query position looking at a key position of a
-probe's tokens. Which pair of routes to compare depends on what the causal mask leaves:
+probe's tokens. Which pair of routes to compare depends on where the model reads its answer
+(revlib.objectives.read_positions), so on the objective, not on the attention mask:
 
-=====  ===========  ======================  ===========================================
-kind   route        tokens, query -> key     what it is
-=====  ===========  ======================  ===========================================
-mdm    ``infill``   "[M] is b":  0 -> 2      the trained masked slot looks at b (Δ = +2)
-mdm    ``b2a``      "b is [M]":  2 -> 0      the reversal slot looks at b (Δ = -2)
-ar     ``a2b``      "a is":      1 -> 0      the trained reading position looks at a (Δ = -1)
-ar     ``b2a``      "b is":      1 -> 0      the reversal reading position looks at b (Δ = -1)
-=====  ===========  ======================  ===========================================
+========  ===========  =========================  ===========================================
+reads at  route        tokens, query -> key        what it is
+========  ===========  =========================  ===========================================
+the blank ``infill``   "[M] is b":  0 -> 2        the trained masked slot looks at b (Δ = +2)
+the blank ``b2a``      "b is [M]":  2 -> 0        the reversal slot looks at b (Δ = -2)
+before it ``a2b``      "a is":      1 -> 0        the trained reading position looks at a (Δ = -1)
+before it ``b2a``      "b is":      1 -> 0        the reversal reading position looks at b (Δ = -1)
+========  ===========  =========================  ===========================================
 
-In the MDM the two routes share the query q = W_Q E[M] and the key k = W_K E[b]; only the
-rotation differs, which is the coupling of :mod:`revlib.theory`. The ARM predicts a token from
-the position before it, so it answers ``b2a`` at "is" (position 1), which sees b at offset -1;
-the ``infill`` route does not exist for it (the blank at position 0 sees only itself, and the
-ARM has no ``infill`` answer). Its own trained route is ``a2b``: the same query "is" at the
-same offset, but on the key of a, not b. No trained score of the ARM ever has b as its key,
-because b is always the last token: any correlation of its two routes comes from W_K mapping
-different tokens alike, not from a shared query-key pair.
+(positions for one-token entities; with k tokens per entity, slot j of the blank looks at
+token j of b, and the routes are averaged over j). For a masked model the two routes share
+the query q = W_Q E[M] and the key k = W_K E[b]; only the rotation differs, the coupling of
+revlib.theory. An ``ar`` model predicts a token from the position before it, so it answers
+``b2a`` at the relation, which sees b one position back; it has no ``infill`` route, and its
+trained route ``a2b`` has the same query and offset but the key of a. No trained score of an
+ARM ever has b as its key, because b is always last.
 
-**Stored evidence.** With W = W_O W_V (per head), u_a^T W E[b] is the logit for a that the
-value path adds when the query attends fully to b: the "b => a" evidence, the same number in
-``infill`` and ``b2a``. It is computed from the weights of one layer (default: the first) and
-ignores LayerNorm and position parts: in a one-layer, attention-only model it is exactly the
-per-token term of the logit; in deeper or normalised models it is the direct path of that
-layer only (a proxy).
+**Stored evidence.** With the book's W = W_O W_V (per head), u_a^T W E[b] is the logit for a
+that the value path adds when the query attends fully to b: the "b => a" evidence, the same
+number in ``infill`` and ``b2a``. It is computed from the weights of one layer, ignoring norms
+and position parts: in a one-layer, attention-only model it is exactly the per-token term of
+the logit; in deeper or normalised models it is that layer's direct path only, and
+:func:`direct_logit_attribution` measures what each layer's attention output actually adds.
 
-Everything takes an ensemble (revlib.model) and returns a leading axis K.
+Everything takes an ensemble (revlib.model) and returns a leading axis K. Every measurement
+needs at least three one-way facts (a correlation across fewer is undefined).
 """
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
 
-from .cache import cache_dir, cache_key, save_atomic
-from .config import Experiment
-from .data import FactWorld, make_world
+from .cache import cached_trace
+from .config import ConfigError, Experiment
+from .data import IS, MASK, FactWorld
+from .model import Transformer, ov_map
+from .objectives import read_positions
 from .theory import pearson
-from .train import Run, train
 
-# kind -> route name -> (probe providing the tokens, query position, key position)
-ROUTES = {
-    "mdm": {"infill": ("infill", 0, 2), "b2a": ("b2a", 2, 0)},
-    "ar": {"a2b": ("a2b", 1, 0), "b2a": ("b2a", 1, 0)},
-}
-BAG = ("[M]", "is", "b")  # the three tokens of both MDM queries, in the order of token_weights
+BAG = ("[M]", "is", "b")  # the three tokens of both masked queries, in the order of token_weights
+MIN_FACTS = 3
 
 
-def _kind(model) -> str:
-    return "ar" if model.causal else "mdm"
+def _check_world(world: FactWorld) -> None:
+    n = len(world.one_way)
+    if n < MIN_FACTS:
+        raise ConfigError(f"measuring the coupling needs at least {MIN_FACTS} one-way facts; this world has {n} "
+                          f"(n_pairs={world.config.n_pairs}, reversed_fraction={world.config.reversed_fraction:g})")
 
 
-def _tokens(world: FactWorld, probe: str) -> torch.Tensor:
-    """Probe tokens (N, 3) restricted to the facts that ``b2a`` scores (never trained reversed)."""
-    tokens = world.probe(probe).tokens
-    return tokens if probe == "b2a" else tokens[~world.both]
+def routes(world: FactWorld, objective: str) -> dict[str, tuple[str, list[int], list[int]]]:
+    """Route name -> (probe, query positions, key positions), pairs compared slot by slot.
+
+    The first route is the trained one; the second is ``b2a``.
+    """
+    k = world.k
+    first, second = list(world.spans[0]), list(world.spans[2])
+    if objective == "ar":  # read at the position before each answer slot
+        reads = read_positions("ar", second)  # k, k+1, ..: the relation and the answer's own prefix
+        return {"a2b": ("a2b", reads, first), "b2a": ("b2a", reads, first)}
+    return {"infill": ("infill", first, second), "b2a": ("b2a", second, first)}
 
 
-def _internals(model, tokens: torch.Tensor) -> dict:
+def internals(model: Transformer, tokens: torch.Tensor) -> dict:
     with torch.no_grad():
-        return model(tokens, return_internals=True)[1]
+        return model(tokens, internals=True)[1]
 
 
-def route_scores(model, world: FactWorld) -> dict[str, dict[str, torch.Tensor]]:
-    """Per route (see ``ROUTES``): ``{"scores": (K, L, H, N), "weights": (K, L, H, N)}``.
+def route_scores(model: Transformer, world: FactWorld, objective: str) -> dict[str, dict[str, torch.Tensor]]:
+    """Per route: ``{"scores": (K, L, H, N), "weights": (K, L, H, N)}``, averaged over the k slot pairs.
 
     ``scores`` are the pre-softmax scores exactly as the model computes them (including the
-    1/sqrt(d_head) scale and any ALiBi bias), ``weights`` the attention weights after softmax.
-    N counts the facts that ``b2a`` scores. The first route is the trained one.
+    1/sqrt(e) scale and any ALiBi bias), ``weights`` the attention weights after softmax.
     """
+    _check_world(world)
     out = {}
-    for name, (probe, qpos, kpos) in ROUTES[_kind(model)].items():
-        internals = _internals(model, _tokens(world, probe))
-        # per layer (K, N, H, T, T) -> (K, N, H) -> stacked (K, L, H, N)
-        pick = lambda xs: torch.stack([x[:, :, :, qpos, kpos] for x in xs], 1).transpose(-1, -2)  # noqa: E731
-        out[name] = {"scores": pick(internals["scores"]), "weights": pick(internals["patterns"])}
+    for name, (probe, qpos, kpos) in routes(world, objective).items():
+        rec = internals(model, world.probe(probe).tokens if objective != "ar" else world.probe(probe).full)
+        q, k = torch.tensor(qpos), torch.tensor(kpos)
+
+        def pick(xs):  # per layer (K, N, H, T, T) -> (K, L, H, N), mean over the slot pairs
+            return torch.stack([x[:, :, :, q, k].mean(-1) for x in xs], 1).transpose(-1, -2)
+
+        out[name] = {"scores": pick(rec["scores"]), "weights": pick(rec["patterns"])}
     return out
 
 
-def route_corr(routes: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
+def route_corr(scores: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
     """Pearson correlation across facts of the two routes' scores, (K, L, H)."""
-    trained, b2a = (routes[name]["scores"] for name in routes)
+    trained, b2a = (scores[name]["scores"] for name in scores)
     return pearson(trained, b2a)[0].float()
 
 
-def token_weights(model, world: FactWorld) -> dict[str, torch.Tensor]:
-    """MDM only: the weights (K, L, H, N, 3) that the [M] query gives ``[M]``, ``is`` and b.
-
-    ``infill`` holds the tokens in the order [M], is, b and ``b2a`` in the order b, is, [M]; both
-    are returned in the order of ``BAG``, so the two can be compared token by token.
-    """
-    if model.causal:
-        raise ValueError("token_weights compares the two MDM queries; the ARM has no infill query")
+def token_weights(model: Transformer, world: FactWorld) -> dict[str, torch.Tensor]:
+    """Masked models, one-token entities: the weights (K, L, H, N, 3) that the blank gives
+    ``[M]``, ``is`` and b, for the ``infill`` and ``b2a`` queries, in the order of ``BAG``."""
+    if world.k != 1:
+        raise ValueError("token_weights compares the three tokens of one-token facts")
+    _check_world(world)
     out = {}
     for probe, qpos, order in (("infill", 0, [0, 1, 2]), ("b2a", 2, [2, 1, 0])):
-        patterns = _internals(model, _tokens(world, probe))["patterns"]  # per layer (K, N, H, T, T)
+        patterns = internals(model, world.probe(probe).tokens)["patterns"]  # per layer (K, N, H, T, T)
         w = torch.stack([p[:, :, :, qpos, :] for p in patterns], 1)  # (K, L, N, H, T)
         out[probe] = w[..., order].transpose(2, 3)  # (K, L, H, N, 3)
     return out
 
 
-def bag_logits(model, world: FactWorld, weights: torch.Tensor) -> torch.Tensor:
-    """Logits (K, N, V) at the [M] slot built from the bag {[M], is, b_i} and given weights.
+def _is_bag_model(model: Transformer) -> bool:
+    cfg = model.cfg
+    return (cfg.n_layers == 1 and cfg.mlp == "none" and cfg.norm == "none" and cfg.positional != "absolute"
+            and not cfg.untie_values)
+
+
+def bag_logits(model: Transformer, world: FactWorld, weights: torch.Tensor) -> torch.Tensor:
+    """Logits (K, N, V) at the blank built from the bag {[M], is, b_i} and given weights.
 
     The one-layer, attention-only model of our formalisation with position-free values:
-    logits = U^T ( E[M] + Σ_h Σ_t α_h(t) W_O W_V E[t] ), t over the bag. ``weights`` is
-    (K, H, N, 3) in the order of ``BAG``, e.g. ``token_weights(model, world)["b2a"][:, 0]``.
-    The formula has no position in it: with the ``b2a`` weights it gives the model's ``b2a``
-    logits, with the ``infill`` weights its ``infill`` logits.
+    logits = U ( E[M] + Σ_h Σ_t α_h(t) W_h E[t] ), t over the bag. ``weights`` is (K, H, N, 3)
+    in the order of ``BAG``, e.g. ``token_weights(model, world)["b2a"][:, 0]``. The formula has
+    no position in it: with the ``b2a`` weights it gives the model's ``b2a`` logits, with the
+    ``infill`` weights its ``infill`` logits.
     """
-    cfg = model.cfg
-    if model.causal or cfg.n_layers != 1 or cfg.mlp or cfg.layernorm or cfg.positional == "absolute":
-        raise ValueError("bag_logits needs a one-layer, attention-only MDM without LayerNorm or "
-                         "absolute positions (otherwise the output also depends on where tokens sit)")
-    keep = ~world.both
-    n = int(keep.sum())
-    bag = torch.stack([torch.zeros(n, dtype=torch.long), torch.full((n,), 1), world.b[keep]], 1)  # (N, 3)
+    if not _is_bag_model(model) or world.k != 1:
+        raise ValueError("bag_logits needs a one-layer, attention-only model without norms, absolute positions "
+                         "or untied values, and one-token entities (otherwise the output also depends on where "
+                         "tokens sit)")
+    idx = world.one_way
+    n = len(idx)
+    bag = torch.stack([torch.full((n,), MASK), torch.full((n,), IS), world.b[idx, 0]], 1)  # (N, 3)
     with torch.no_grad():
         E = model.embed[:, bag]  # (K, N, 3, d)
-        layer = model.layers[0]
-        ov = torch.einsum("kntd,khde,khef->khntf", E, layer["W_V"], layer["W_O"])  # (K, H, N, 3, d)
+        W = ov_map(model, 0)  # (K, H, d, d): the book's W per head
+        ov = torch.einsum("khfd,kntd->khntf", W, E)  # (K, H, N, 3, d): W_h E[t]
         h = E[:, :, 0] + torch.einsum("khnt,khntf->knf", weights, ov)  # (K, N, d)
         return h @ model.unembed  # (K, N, V)
 
 
-def position_logits(model, world: FactWorld, probe: str) -> torch.Tensor:
-    """Learned absolute positions: the part (K, N, V) of the [M]-slot logits that the position vectors add.
+def position_logits(model: Transformer, world: FactWorld, probe: str) -> torch.Tensor:
+    """Learned absolute positions: the part (K, N, V) of the blank's logits that the position vectors add.
 
-    In a one-layer, attention-only model without LayerNorm the input at position j is
+    In a one-layer, attention-only model without norms the input at position j is
     E[x_j] + p_j and everything after the attention weights is linear, so the logits at the
     query position i split into a token part and a position part,
-    U^T ( p_i + Σ_h Σ_j α_h,ij W_O W_V p_j ). The position part is the same for every fact
-    except through the weights α; subtracting it from the logits leaves what the tokens say.
-    ``probe`` is ``"infill"`` (the slot at 0) or ``"b2a"`` (the slot at 2); MDM only.
+    U ( p_i + Σ_h Σ_j α_h,ij W_h p_j ). Subtracting it from the logits leaves what the tokens
+    say. ``probe`` is ``"infill"`` (the blank at 0) or ``"b2a"`` (the blank at 2); one-token facts.
     """
     cfg = model.cfg
-    if model.causal or cfg.positional != "absolute" or cfg.n_layers != 1 or cfg.mlp or cfg.layernorm:
-        raise ValueError("position_logits needs a one-layer, attention-only MDM with learned absolute "
-                         "positions and no LayerNorm (there the position part is additive)")
+    if cfg.positional != "absolute" or cfg.n_layers != 1 or cfg.mlp != "none" or cfg.norm != "none" \
+            or world.k != 1 or cfg.untie_values:
+        raise ValueError("position_logits needs a one-layer, attention-only model with learned absolute "
+                         "positions, no norms, and one-token entities (there the position part is additive)")
     qpos = {"infill": 0, "b2a": 2}[probe]
     with torch.no_grad():
-        patterns = _internals(model, _tokens(world, probe))["patterns"][0][:, :, :, qpos, :]  # (K, N, H, T)
+        patterns = internals(model, world.probe(probe).tokens)["patterns"][0][:, :, :, qpos, :]  # (K, N, H, T)
         P = model.pos[:, : patterns.shape[-1]]  # (K, T, d)
-        L = model.layers[0]
-        ov = torch.einsum("ktd,khde,khef->khtf", P, L["W_V"], L["W_O"])  # (K, H, T, d)
+        ov = torch.einsum("khfd,ktd->khtf", ov_map(model, 0), P)  # (K, H, T, d): W_h p_t
         h = P[:, qpos][:, None] + torch.einsum("knht,khtf->knf", patterns, ov)  # (K, N, d)
         return h @ model.unembed  # (K, N, V)
 
 
-def stored_evidence(model, answers: torch.Tensor, sources: torch.Tensor, layer: int = 0) -> torch.Tensor:
-    """u_(answer)^T W_O W_V E[source] per head of ``layer``: (K, H, N) for answers, sources (N,)."""
+def stored_evidence(model: Transformer, answers: torch.Tensor, sources: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    """u_(answer)^T W E[source] per head of ``layer``: (K, H, N) for answer and source tokens (N,)."""
     with torch.no_grad():
-        L = model.layers[layer]
+        W = ov_map(model, layer)  # (K, H, d, d)
         x = model.embed[:, sources]  # (K, N, d)
-        ov = torch.einsum("knd,khde,khef->khnf", x, L["W_V"], L["W_O"])  # (K, H, N, d)
-        u = model.unembed[:, :, answers]  # (K, d, N)
-        return torch.einsum("khnf,kfn->khn", ov, u)
+        u = model.unembed[:, :, answers]  # (K, d, N): the rows u_a of the book's U
+        return torch.einsum("khfd,knd,kfn->khn", W, x, u)
 
 
-def fact_evidence(model, world: FactWorld, layer: int = 0) -> dict[str, torch.Tensor]:
-    """Stored evidence per fact, summed over the heads of ``layer``, each (K, N).
+def fact_evidence(model: Transformer, world: FactWorld, layer: int = 0) -> dict[str, torch.Tensor]:
+    """Stored evidence per one-way fact, summed over the heads of ``layer``, each (K, N).
 
-    ``b2a``: u_(a_i)^T W E[b_i], the "b => a" evidence both ``infill`` and ``b2a`` read.
-    ``a2b``: u_(b_i)^T W E[a_i], the "a => b" evidence ``a2b`` reads.
-    ``baseline``: the mean of u_(a_i)^T W E[b_j] over the other facts j != i: what any b adds
-    to a_i's logit. ``b2a`` above ``baseline`` is evidence stored for the pair, not a general
-    preference for a-tokens.
+    ``b2a``: u_(a_i)^T W E[b_i], the "b => a" evidence both ``infill`` and ``b2a`` read;
+    ``a2b``: u_(b_i)^T W E[a_i], the "a => b" evidence ``a2b`` reads; ``baseline``: the mean of
+    u_(a_i)^T W E[b_j] over the other facts j != i, what any b adds to a_i's logit. ``b2a``
+    above ``baseline`` is evidence stored for the pair, not a general preference for a-tokens.
+    With k-token entities, every quantity is the mean over the k x k token pairs.
     """
-    keep = ~world.both
-    a, b = world.a[keep], world.b[keep]
-    n = len(a)
-    out = {
-        "b2a": stored_evidence(model, a, b, layer).sum(1),
-        "a2b": stored_evidence(model, b, a, layer).sum(1),
-    }
+    _check_world(world)
+    idx = world.one_way
+    a, b = world.a[idx], world.b[idx]  # (N, k)
+    n, k = a.shape
     with torch.no_grad():
-        L = model.layers[layer]
-        ov = torch.einsum("knd,khde,khef->knf", model.embed[:, b], L["W_V"], L["W_O"])  # (K, N, d)
-        full = ov @ model.unembed[:, :, a]  # (K, N_source j, N_answer i)
-        off = (full.sum(1) - full.diagonal(dim1=1, dim2=2)) / max(n - 1, 1)  # (K, N)
-    out["baseline"] = off
-    return out
+        W = ov_map(model, layer).sum(1)  # (K, d, d): heads add up
+        Eb, Ea = model.embed[:, b], model.embed[:, a]  # (K, N, k, d)
+        Ua, Ub = model.unembed[:, :, a], model.unembed[:, :, b]  # (K, d, N, k)
+        WEb = torch.einsum("kfd,knmd->knmf", W, Eb)  # (K, N, k, d)
+        WEa = torch.einsum("kfd,knmd->knmf", W, Ea)
+        b2a = torch.einsum("knmf,kfnj->kn", WEb, Ua) / k**2
+        a2b = torch.einsum("knmf,kfnj->kn", WEa, Ub) / k**2
+        full = torch.einsum("kimf,kfnj->kin", WEb, Ua) / k**2  # (K, N source i, N answer n)
+        off = (full.sum(1) - full.diagonal(dim1=1, dim2=2)) / max(n - 1, 1)
+    return {"b2a": b2a, "a2b": a2b, "baseline": off}
 
 
-def measure_coupling(model, world: FactWorld, layer: int = 0) -> dict[str, np.ndarray]:
+def direct_logit_attribution(model: Transformer, world: FactWorld, objective: str, probe: str = "b2a") -> torch.Tensor:
+    """What each layer's attention output adds to the right answer's logit, (K, L), mean over facts.
+
+    The attention output of layer l at each reading position, passed through the final norm's
+    linear part (its scale taken from the actual residual, as TransformerLens does) and read by
+    the unembedding as u_answer - mean_v u_v (the logit above the average logit), averaged over
+    the k answer slots and the facts. In a one-layer, attention-only model it is the stored
+    evidence weighted by the route; in deeper models it says which layer carries the answer.
+    """
+    _check_world(world)
+    p = world.probe(probe)
+    reads = read_positions(objective, p.slots)
+    if reads is None:
+        raise ValueError(f"a model trained with objective {objective!r} does not answer {probe!r}")
+    rec = internals(model, p.full if objective == "ar" else p.tokens)
+    with torch.no_grad():
+        stream = rec["resid_final"][:, :, reads]  # (K, N, k, d): what the final norm sees
+        norm = model.norm_f
+        if norm is None:
+            scale, center, gain = torch.ones_like(stream[..., :1]), False, 1.0
+        else:
+            center = norm.kind == "layernorm"
+            spread = stream.var(-1, unbiased=False, keepdim=True) if center else stream.pow(2).mean(-1, keepdim=True)
+            eps = 1e-5 if center else torch.finfo(stream.dtype).eps
+            scale, gain = (spread + eps).sqrt(), norm.weight[:, None, None, :]
+        U = model.unembed  # (K, d, V)
+        direction = U[:, :, p.answers] - U.mean(-1)[:, :, None, None]  # (K, d, N, k): u_answer - mean_v u_v
+        out = []
+        for attn in rec["attn_out"]:
+            x = attn[:, :, reads]  # (K, N, k, d): this layer's attention output at the reading slots
+            if center:
+                x = x - x.mean(-1, keepdim=True)
+            out.append(torch.einsum("knjd,kdnj->kn", x / scale * gain, direction).mean(-1) / len(reads))
+        return torch.stack(out, 1)  # (K, L)
+
+
+def measure_coupling(model: Transformer, world: FactWorld, objective: str, layer: int = 0) -> dict[str, np.ndarray]:
     """Everything chapter 2 tracks, for one model state. Arrays (K,) unless noted.
 
     ``corr``: route correlation across facts in ``layer``, mean over heads; ``corr_heads``
     (K, L, H) every layer and head; ``weight_<route>``: mean attention weight of the route over
     facts (``layer``, mean over heads); ``evidence``, ``evidence_a2b``, ``evidence_baseline``:
-    means over facts of :func:`fact_evidence`.
+    means over facts of :func:`fact_evidence`; ``dla`` (K, L): :func:`direct_logit_attribution`
+    of the ``b2a`` answer.
     """
-    routes = route_scores(model, world)
-    corr = route_corr(routes)  # (K, L, H)
+    scores = route_scores(model, world, objective)
+    corr = route_corr(scores)  # (K, L, H)
     out = {"corr": corr[:, layer].mean(-1).numpy(), "corr_heads": corr.numpy()}
-    for name, r in routes.items():
+    for name, r in scores.items():
         out[f"weight_{name}"] = r["weights"][:, layer].mean(dim=(1, 2)).numpy()
     ev = fact_evidence(model, world, layer)
     out["evidence"] = ev["b2a"].mean(1).numpy()
     out["evidence_a2b"] = ev["a2b"].mean(1).numpy()
     out["evidence_baseline"] = ev["baseline"].mean(1).numpy()
+    out["dla"] = direct_logit_attribution(model, world, objective).numpy()
     return out
 
 
-def coupling_history(experiment: Experiment, seeds=None, progress: bool = False,
-                     layer: int = 0) -> tuple[Run, dict[str, np.ndarray]]:
-    """Train ``experiment`` (one member per seed) and measure the coupling at every eval step.
+def coupling_history(experiment: Experiment, seeds=None, progress: bool = False):
+    """Train ``experiment`` (one member per seed) and measure the coupling at every evaluation step.
 
-    Returns the :class:`~revlib.train.Run` and a history: ``"step"`` (n,) and every key of
-    :func:`measure_coupling` stacked over steps, (n, K) or (n, K, L, H). Not cached: the
-    measurements hook into training through ``train``'s callback, and the run is cheap.
-    Measuring neither changes the model nor draws random numbers, so the run is identical to
-    an unmeasured one with the same experiment and seeds.
+    Returns ``(run, history)``: the run (revlib.training.Run) and ``"step"`` (n,) with every key
+    of :func:`measure_coupling` stacked over steps, (n, K) or (n, K, L, H). Cached: the history
+    under its own key, the run as :func:`revlib.cache.cached_train` stores it. Measuring
+    neither changes the model nor draws random numbers, so the run is the unmeasured run.
     """
-    steps, rows = [], []
+    def measure(step, model, world):
+        return measure_coupling(model, world, experiment.train.objective)
 
-    def record(step: int, model) -> None:
-        steps.append(step)
-        rows.append(measure_coupling(model, world, layer))
-
-    world = make_world(experiment.data)  # a pure function of the data config: train()'s world
-    run = train(experiment, seeds, progress=progress, callback=record)
-    history = {"step": np.asarray(steps)}
-    for key in rows[0]:
-        history[key] = np.stack([r[key] for r in rows])
-    return run, history
-
-
-def cached_coupling_history(experiment: Experiment, seeds=None, progress: bool = False) -> dict[str, np.ndarray]:
-    """The history of :func:`coupling_history` (not the run), stored next to revlib's run cache.
-
-    Keyed like :func:`revlib.cache.cached_train` (experiment, seeds, torch, revlib's source),
-    in a file of its own, ``<key>.coupling.pt``: a rerun of a chapter skips the training.
-    The trained model itself is not stored here; ``cached_train`` with the same arguments
-    gives it (training is deterministic, so it is the same model).
-    """
-    seeds = (experiment.train.seed,) if seeds is None else tuple(seeds)
-    folder = cache_dir()
-    if folder is None:
-        return coupling_history(experiment, seeds, progress)[1]
-    key = cache_key(experiment, seeds)
-    path = folder / f"{key}.coupling.pt"
-    if path.exists():
-        try:
-            payload = torch.load(path, weights_only=True)
-            if payload.get("key") == key:
-                return {k: v.numpy() for k, v in payload["history"].items()}
-        except Exception as err:  # corrupt or foreign: recompute and overwrite
-            warnings.warn(f"revlib cache: recomputing unreadable entry {path.name} ({type(err).__name__})")
-    history = coupling_history(experiment, seeds, progress)[1]
-    payload = {"key": key, "history": {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in history.items()}}
-    try:
-        save_atomic(path, payload)
-    except OSError as err:  # a read-only or full disk must not lose the result
-        warnings.warn(f"revlib cache: could not write {path}: {err}")
-    return history
+    return cached_trace("coupling-history", experiment, seeds, measure, progress=progress)

@@ -1,53 +1,92 @@
-"""What a trained model knows: probe accuracy and the probability of the right answer.
+"""What a trained model knows: probe accuracy, probability and loss of the whole answer entity.
 
-Every function accepts an ensemble (see revlib.model) and returns one number per member,
-tensors of shape (K,). Accuracy is an argmax over the *whole* vocabulary; chance is 1/V.
+Every function takes an ensemble (revlib.model) and returns one number per member, shape (K,).
+
+Per probe (revlib.data) and member:
+
+``acc``
+    share of queries whose *whole* answer entity is right, each slot an argmax over the whole
+    vocabulary. A masked model fills every masked slot in one pass; an ``ar`` model decodes
+    greedily (its greedy answer is right exactly when every slot's argmax is right given the
+    right tokens before it, so one teacher-forced pass decides it).
+``p_correct``
+    mean over queries of the probability of the whole entity: the chain rule for an ``ar``
+    model, the product of the one-pass slot probabilities for a masked model (a
+    *pseudo*-likelihood: it treats the k slots as independent given the query).
+``nll``
+    mean over queries of -log of that probability, in nats. For one-token entities it is the
+    probe's cross entropy; unlike ``p_correct`` it is not dominated by a few confident queries.
+
+Chance is V^-k for ``p_correct`` and k log V for ``nll`` (``FactWorld.chance``).
 """
 from __future__ import annotations
 
 import torch
 
-from .data import PROBES, FactWorld, Probe
+from .data import FactWorld, Probe
+from .objectives import read_positions
+
+METRICS = ("acc", "p_correct", "nll")
 
 
-def answer_logits(model, probe: Probe) -> torch.Tensor | None:
-    """Logits (K, N, V) for the probe's ``[M]`` slot, or None where the model cannot answer.
-
-    The MDM reads its prediction at the masked slot. The ARM predicts token i from position
-    i-1, so it reads position ``probe.position - 1``; for ``infill`` the blank is the first
-    token and nothing precedes it: the ARM has no ``infill`` answer (None), by construction.
-    """
-    read_at = probe.position - 1 if model.causal else probe.position
-    if read_at < 0:
+def probe_logits(model, probe: Probe, objective: str, fused: bool = True) -> torch.Tensor | None:
+    """Logits (K, N, k, V) with which the model predicts the k answer slots, or None where a
+    model of this objective cannot answer (``ar`` asked for the first entity: ``infill``)."""
+    reads = read_positions(objective, probe.slots)
+    if reads is None:
         return None
+    tokens = probe.full if objective == "ar" else probe.tokens  # teacher-forced / masked
     with torch.no_grad():
-        return model(probe.tokens)[:, :, read_at, :]
+        h, _ = model.residual(tokens, fused=fused)
+        return model.unembed_logits(h[:, :, reads])
 
 
 def score_logits(logits: torch.Tensor, answers: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Score logits (K, N, V) against answers (N,); each entry of the result is (K,).
+    """Score logits (K, N, k, V) against answers (N, k); every entry of the result is (K,)."""
+    logp = logits.float().log_softmax(dim=-1)  # (K, N, k, V)
+    idx = answers.expand(logp.shape[0], *answers.shape)[..., None]  # (K, N, k, 1)
+    entity_logp = logp.gather(-1, idx)[..., 0].sum(-1)  # (K, N): log p of the whole entity
+    hit = (logits.argmax(dim=-1) == answers).all(dim=-1)  # (K, N)
+    return {"acc": hit.float().mean(dim=1), "p_correct": entity_logp.exp().mean(dim=1),
+            "nll": -entity_logp.mean(dim=1)}
 
-    ``acc``: share of queries whose argmax over the whole vocabulary is the answer;
-    ``p_correct``: mean probability of the answer; ``nll``: mean -log p(answer), the probe loss.
+
+def evaluate(model, world: FactWorld, objective: str) -> dict[str, dict[str, torch.Tensor] | None]:
+    """Per probe of the world: {"acc", "p_correct", "nll"}, each (K,); None where the model of
+    this objective has no answer (``ar`` and ``infill``).
+
+    All probes are read in one forward pass (their queries have the same length).
     """
-    logp = logits.float().log_softmax(dim=-1)  # (K, N, V)
-    logp_correct = logp[:, torch.arange(len(answers)), answers]  # (K, N)
-    hit = logits.argmax(dim=-1) == answers  # (K, N)
-    return {
-        "acc": hit.float().mean(dim=1),
-        "p_correct": logp_correct.exp().mean(dim=1),
-        "nll": -logp_correct.mean(dim=1),
-    }
+    probes = [world.probe(name) for name in world.probe_names]
+    use = [(p, read_positions(objective, p.slots)) for p in probes]
+    batch = torch.cat([p.full if objective == "ar" else p.tokens for p, _ in use])  # (sum N, L)
+    with torch.no_grad():
+        h, _ = model.residual(batch, check=False)  # (K, sum N, L, d)
+    out: dict[str, dict[str, torch.Tensor] | None] = {}
+    start = 0
+    for p, reads in use:
+        n = len(p)
+        if reads is None:
+            out[p.name] = None
+        else:
+            with torch.no_grad():
+                logits = model.unembed_logits(h[:, start:start + n][:, :, reads])  # (K, N, k, V)
+            out[p.name] = score_logits(logits, p.answers)
+        start += n
+    return out
 
 
-def evaluate(model, world: FactWorld) -> dict[str, dict[str, torch.Tensor] | None]:
-    """Per probe ("a2b", "infill", "b2a"): {"acc", "p_correct", "nll"}, each (K,); None for ARM infill."""
-    results: dict[str, dict[str, torch.Tensor] | None] = {}
-    for name in PROBES:
-        probe = world.probe(name)
-        if len(probe.answers) == 0:  # every pair trained both ways: nothing left to reverse
-            results[name] = None
-            continue
-        logits = answer_logits(model, probe)
-        results[name] = None if logits is None else score_logits(logits, probe.answers)
-    return results
+def trained_probes(objective: str) -> tuple[str, ...]:
+    """The probes an objective trains directly: ``a2b`` always, ``infill`` too for ``mdm``."""
+    return ("a2b", "infill") if objective == "mdm" else ("a2b",)
+
+
+def failed(final: dict, objective: str, threshold: float = 0.9):
+    """Members (K,) bool that did not learn what they were trained on: accuracy below
+    ``threshold`` on any of :func:`trained_probes` (a seed that never learned the trained
+    direction; the book reports these instead of dropping them)."""
+    bad = None
+    for name in trained_probes(objective):
+        miss = torch.as_tensor(final[name]["acc"]) < threshold
+        bad = miss if bad is None else bad | miss
+    return bad.numpy()

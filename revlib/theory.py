@@ -30,7 +30,10 @@ from dataclasses import dataclass
 import torch
 
 from .config import POSITIONALS
-from .model import apply_rope, rope_angles
+from .model import apply_rope
+
+MAX_OFFSET = 4096  # the longest sequence a revlib model accepts
+MAX_SAMPLES = 10**8
 
 DEFAULT_BASE = 10_000.0
 DEFAULT_OFFSET = 2  # "[M] is b": the blank and b are two positions apart
@@ -39,10 +42,12 @@ DEFAULT_OFFSET = 2  # "[M] is b": the blank and b are two positions apart
 def _check(d: int, offset, base: float) -> None:
     if isinstance(d, bool) or not isinstance(d, int) or d <= 0 or d % 2:
         raise ValueError(f"RoPE needs a positive even head size d, got {d!r}")
-    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset):
-        raise ValueError(f"offset must be a finite number, got {offset!r}")
-    if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base) or base <= 0:
-        raise ValueError(f"base must be a finite positive number, got {base!r}")
+    if isinstance(offset, bool) or not isinstance(offset, (int, float)) or not math.isfinite(offset) \
+            or abs(offset) > MAX_OFFSET:
+        raise ValueError(f"offset must be a number of positions between -{MAX_OFFSET} and {MAX_OFFSET}, got {offset!r}")
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base) \
+            or not 1.0 <= base <= 1e12:
+        raise ValueError(f"base must lie in [1, 1e12] (as ModelConfig.rope_base), got {base!r}")
 
 
 def rope_thetas(d: int, base: float = DEFAULT_BASE) -> torch.Tensor:
@@ -52,7 +57,7 @@ def rope_thetas(d: int, base: float = DEFAULT_BASE) -> torch.Tensor:
 
 
 def rope_matrix(d: int, offset: float, base: float = DEFAULT_BASE) -> torch.Tensor:
-    """R_Δ (d, d): rotation of coordinate pairs (2k, 2k+1) by Δθ_k, the convention of revlib.model.
+    """R_Δ (d, d): rotation of the coordinate pairs (j, j + d/2) by Δθ_j, the layout of revlib.model.
 
     revlib.model rotates a query at position i by R_i and a key at j by R_j, so
     (R_i q)^T (R_j k) = q^T R_i^T R_j k = q^T R_(j-i) k.
@@ -61,9 +66,9 @@ def rope_matrix(d: int, offset: float, base: float = DEFAULT_BASE) -> torch.Tens
     angles = offset * rope_thetas(d, base)
     R = torch.zeros(d, d, dtype=torch.float64)
     c, s = angles.cos(), angles.sin()
-    idx = torch.arange(0, d, 2)
-    R[idx, idx], R[idx, idx + 1] = c, -s
-    R[idx + 1, idx], R[idx + 1, idx + 1] = s, c
+    idx, half = torch.arange(d // 2), d // 2
+    R[idx, idx], R[idx, idx + half] = c, -s
+    R[idx + half, idx], R[idx + half, idx + half] = s, c
     return R
 
 
@@ -102,7 +107,7 @@ def rope_corr_fixed_query(q: torch.Tensor, offset: float = DEFAULT_OFFSET, base:
     d = q.shape[-1]
     _check(d, offset, base)
     q = q.detach().double()
-    energy = q[..., 0::2] ** 2 + q[..., 1::2] ** 2  # (..., d/2): |q|^2 per rotation plane
+    energy = q[..., : d // 2] ** 2 + q[..., d // 2:] ** 2  # (..., d/2): |q|^2 per rotation plane (j, j + d/2)
     return (energy * torch.cos(2 * offset * rope_thetas(d, base))).sum(-1) / energy.sum(-1)
 
 
@@ -185,22 +190,23 @@ def monte_carlo_corr(positional: str = "rope", d: int = 32, offset: int = DEFAUL
     """
     if positional not in POSITIONALS:
         raise ValueError(f"positional must be one of {POSITIONALS}, got {positional!r}")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 3:
-        raise ValueError(f"samples must be an integer >= 3, got {samples!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise ValueError(f"offset must be an integer number of positions, got {offset!r}")
+    if isinstance(samples, bool) or not isinstance(samples, int) or not 3 <= samples <= MAX_SAMPLES:
+        raise ValueError(f"samples must be an integer between 3 and {MAX_SAMPLES}, got {samples!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > MAX_OFFSET:
+        raise ValueError(f"offset must be an integer number of positions between -{MAX_OFFSET} and "
+                         f"{MAX_OFFSET}, got {offset!r}")
     if positional == "rope":
         _check(d, offset, base)
     elif isinstance(d, bool) or not isinstance(d, int) or d <= 0:
         raise ValueError(f"d must be a positive integer, got {d!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**32 - 1:
+        raise ValueError(f"seed must be an integer in [0, 2^32 - 1], got {seed!r}")
     gen = torch.Generator().manual_seed(seed)
     q = torch.randn(samples, d, generator=gen, dtype=torch.float64)
     k = torch.randn(samples, d, generator=gen, dtype=torch.float64)
     if positional == "rope":
         def score(qpos: int, kpos: int) -> torch.Tensor:
-            aq = rope_angles(d, torch.tensor([qpos]), base).double()  # (1, d/2)
-            ak = rope_angles(d, torch.tensor([kpos]), base).double()
-            return (apply_rope(q, aq) * apply_rope(k, ak)).sum(-1)
+            return (apply_rope(q, torch.tensor([qpos]), base) * apply_rope(k, torch.tensor([kpos]), base)).sum(-1)
         s_infill, s_b2a = score(0, offset), score(offset, 0)
     elif positional == "absolute":
         if not 0.0 <= token_share <= 1.0:
@@ -226,4 +232,19 @@ def monte_carlo_corr(positional: str = "rope", d: int = 32, offset: int = DEFAUL
         s_infill = (q * k).sum(-1) - slope * abs(offset)
         s_b2a = (q * k).sum(-1) - slope * abs(-offset)
     r, se = pearson(s_infill, s_b2a)
+    if not (math.isfinite(float(r)) and math.isfinite(float(se))):
+        raise ValueError("the Monte-Carlo scores are constant or overflowed: no correlation to estimate")
     return MonteCarlo(float(r), float(se), samples)
+
+
+def monte_carlo_bytes(positional: str, d: int, samples: int) -> int:
+    """Memory :func:`monte_carlo_corr` allocates, in bytes (float64 throughout): the drawn
+    vectors, the two scores and their products, and for ``absolute`` the per-sample weights
+    of one chunk and the position parts."""
+    per_sample = 8 * (2 * d + 8)  # q, k; two scores, standardised copies and products
+    if positional == "rope":
+        per_sample += 8 * 4 * d  # the rotated copies and their products
+    if positional == "absolute":
+        per_sample += 8 * (2 * d + 6 * d)  # position parts; token + position sums and heads
+    chunk = 8 * 1024 * 2 * d * d if positional == "absolute" else 0
+    return samples * per_sample + chunk

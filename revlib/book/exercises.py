@@ -1,0 +1,223 @@
+"""Checkers for the chapters' exercises: they say *why* an answer is off, not just that it is.
+
+Each checker takes the reader's answer (``None`` = not answered yet) and returns a
+:class:`Feedback`, which prints as one or two sentences in a notebook. Answers may be numbers or
+strings such as ``"1/131"``, ``"0.0076"`` or ``"7.6e-3"``; a number is right when it agrees with
+the answer to the precision it is written with (``0.0076`` for 1/131 = 0.00763 is right) or to
+0.1 %.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+from ..config import N_SPECIAL
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """``ok`` is True (right), False (wrong) or None (not answered); ``message`` says why."""
+
+    ok: bool | None
+    message: str
+
+    @property
+    def verdict(self) -> str:
+        return {True: "Correct.", False: "Not quite.", None: "Not answered yet."}[self.ok]
+
+    def __str__(self) -> str:
+        return f"{self.verdict} {self.message}"
+
+    def _repr_markdown_(self) -> str:
+        return f"**{self.verdict}** {self.message}"
+
+    __repr__ = __str__
+
+
+def parse(answer) -> tuple[float, float] | None:
+    """``(value, half a unit of its last written digit)``, or None if ``answer`` is not a number.
+
+    ``"1/131"`` -> (0.00763.., 0), ``"0.0076"`` -> (0.0076, 0.00005), ``0.5`` -> (0.5, 0.05).
+    """
+    if isinstance(answer, bool) or answer is None:
+        return None
+    if isinstance(answer, Fraction):
+        return float(answer), 0.0
+    text = str(answer).strip().replace(" ", "").replace("≈", "").replace("~", "")
+    if "/" in text:
+        try:
+            frac = Fraction(text)
+        except (ValueError, ZeroDivisionError):
+            return None
+        return float(frac), 0.0
+    try:
+        dec = Decimal(text)
+    except InvalidOperation:
+        return None
+    if not dec.is_finite():
+        return None
+    exponent = dec.as_tuple().exponent
+    half_unit = 0.5 * 10.0 ** exponent if isinstance(exponent, int) and exponent < 0 else 0.0
+    return float(dec), half_unit
+
+
+def matches(answer, expected: float, rel: float = 1e-3) -> bool:
+    """Is ``answer`` ``expected``, to its written precision or to ``rel``?"""
+    got = parse(answer)
+    if got is None:
+        return False
+    value, half_unit = got
+    return abs(value - expected) <= max(half_unit * (1 + 1e-9), rel * abs(expected), 1e-12)
+
+
+def _not_a_number(answer, what: str) -> Feedback:
+    return Feedback(False, f"Give {what} as a number or a fraction such as '1/100', not {answer!r}.")
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 1
+# ---------------------------------------------------------------------------------------------
+
+def chance_level(n_pairs: int, answer) -> Feedback:
+    """Exercise 1.1: chance 1/V for a world of ``n_pairs`` one-token facts."""
+    V = 2 * n_pairs + N_SPECIAL
+    if answer is None:
+        return Feedback(None, f"Set `answer` to the probability of guessing right with {n_pairs} pairs.")
+    got = parse(answer)
+    if got is None:
+        return _not_a_number(answer, "a probability")
+    if matches(answer, 1 / V):
+        return Feedback(True, f"V = 2·{n_pairs} + {N_SPECIAL} = {V} tokens, so chance is 1/{V} ≈ {1 / V:.4f}.")
+    if matches(answer, V):
+        return Feedback(False, "That is the vocabulary size V; chance is the probability 1/V.")
+    for counted, why in ((2 * n_pairs, "the entities but not the special tokens [M], is and rev"),
+                         (n_pairs, "one entity per pair; each pair has two"),
+                         (2 * n_pairs + 1, "only one special token; there are three: [M], is, rev"),
+                         (2 * n_pairs + 2, "two special tokens; there are three: [M], is, rev")):
+        if matches(answer, 1 / counted):
+            return Feedback(False, f"You counted {why}.")
+    if not 0 < got[0] <= 1:
+        return Feedback(False, "A probability lies in (0, 1].")
+    return Feedback(False, "Count every token the model can output: two entities per pair plus the special tokens.")
+
+
+def arm_reversal_with_examples(answer) -> Feedback:
+    """Exercise 1.2: the ARM's b2a accuracy on never-reversed pairs when half of the pairs are also
+    trained reversed ("b rev a"). Trains (cached) to check."""
+    from ..cache import cached_train
+    from . import ch1
+
+    if answer is None:
+        return Feedback(None, "Set `answer` to the b2a accuracy you expect (0 to 1), then run the cell.")
+    got = parse(answer)
+    if got is None or not 0 <= got[0] <= 1:
+        return Feedback(False, f"An accuracy lies in [0, 1]; got {answer!r}.")
+    run = cached_train(ch1.experiment("ar", reversed_fraction=0.5, relations="inverse"))
+    measured = float(run.final["b2a"]["acc"][0])
+    if abs(got[0] - measured) <= 0.1:
+        return Feedback(True, f"Measured: {measured:.2f}. The reversed pairs are separate facts to the ARM; "
+                              "they teach nothing about the held-out pairs.")
+    return Feedback(False, f"Measured: {measured:.2f}. Seeing 'b rev a' for other pairs gives the ARM no route "
+                           "from b to a for these ones: the causal mask never lets b_i be context for a_i.")
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 2
+# ---------------------------------------------------------------------------------------------
+
+def smallest_head_correlation(answer) -> Feedback:
+    """Exercise 2.1: Corr(S_infill, S_b2a) for a RoPE head of size d = 2, offset 2, base 10^4."""
+    from ..theory import rope_corr
+
+    expected = rope_corr(2, 2)  # one plane, theta_0 = 1: cos(2 * 2 * 1) = cos 4
+    if answer is None:
+        return Feedback(None, "Set `answer` to the correlation for d = 2, offset 2 (a number in [-1, 1]).")
+    got = parse(answer)
+    if got is None or not -1 <= got[0] <= 1:
+        return Feedback(False, f"A correlation lies in [-1, 1]; got {answer!r}.")
+    if matches(answer, expected, rel=3e-3):
+        return Feedback(True, f"cos(2·2·θ_0) with θ_0 = 1: cos 4 ≈ {expected:.3f}. The one plane turns the key "
+                              "by 2 rad each way, 4 rad apart in total: more than π/2, so negative.")
+    if matches(answer, math.cos(2.0), rel=3e-3):
+        return Feedback(False, "That is cos(Δθ): but the two scores see R(+Δ) and R(−Δ), which differ by an "
+                               "angle of 2Δθ.")
+    if matches(answer, -expected, rel=3e-3):
+        return Feedback(False, "Right size, wrong sign: cos 4 is negative (4 rad is past π/2).")
+    if matches(answer, 1.0):
+        return Feedback(False, "With d = 2 there is only the fastest plane, θ_0 = base^0 = 1: it is not slow.")
+    return Feedback(False, "With one plane the average (2/d) Σ_k cos(2Δθ_k) has one term, k = 0.")
+
+
+def worst_offset(answer, d: int = 32, max_offset: int = 32) -> Feedback:
+    """Exercise 2.2: the offset 0..max_offset whose RoPE correlation is smallest for head size d."""
+    from ..theory import rope_corr
+
+    corr = {o: rope_corr(d, o) for o in range(max_offset + 1)}
+    best = min(corr, key=corr.get)
+    if answer is None:
+        return Feedback(None, f"Set `answer` to an offset between 0 and {max_offset}.")
+    got = parse(answer)
+    if got is None or got[0] != int(got[0]) or not 0 <= got[0] <= max_offset:
+        return Feedback(False, f"An offset is a whole number between 0 and {max_offset}; got {answer!r}.")
+    value = int(got[0])
+    if value == best:
+        return Feedback(True, f"Offset {best}: correlation {corr[best]:.3f}, still well above zero because most "
+                              f"planes turn slowly. Our facts only use offsets 1 and 2 ({corr[2]:.3f}).")
+    return Feedback(False, f"Offset {value} gives {corr[value]:.3f}; a smaller correlation exists. Scan "
+                           f"[theory.rope_corr({d}, o) for o in range({max_offset + 1})].")
+
+
+def negative_base(answer, d: int = 32, offset: int = 2) -> Feedback:
+    """Exercise 2.3: a RoPE base in [1, 10] for which the closed-form correlation is negative."""
+    from ..theory import rope_corr
+
+    if answer is None:
+        return Feedback(None, "Set `answer` to a base between 1 and 10.")
+    got = parse(answer)
+    if got is None or not 1 <= got[0] <= 1e12:
+        return Feedback(False, f"A base for RoPE lies in [1, 1e12]; got {answer!r}.")
+    c = rope_corr(d, offset, got[0])
+    if c < 0:
+        return Feedback(True, f"Base {got[0]:g}: correlation {c:.3f}. With a small base every plane turns fast, "
+                              "and 2Δθ_k is past π/2 in most of them.")
+    return Feedback(False, f"Base {got[0]:g} gives {c:+.3f}. Make the base smaller: the slowest plane turns by "
+                           "base^(-(d-2)/d) per position.")
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 3
+# ---------------------------------------------------------------------------------------------
+
+def residual_factor(answer) -> Feedback:
+    """Exercise 3.2: (p1 - e_A)·(p2 - e_A) for p1 = (0.5, 0.3, 0.2), p2 = (0.2, 0.6, 0.2), A = 0."""
+    p1, p2 = (0.5, 0.3, 0.2), (0.2, 0.6, 0.2)
+    expected = (p1[0] - 1) * (p2[0] - 1) + p1[1] * p2[1] + p1[2] * p2[2]
+    if answer is None:
+        return Feedback(None, "Set `answer` to the inner product (a number).")
+    got = parse(answer)
+    if got is None:
+        return _not_a_number(answer, "the inner product")
+    if matches(answer, expected):
+        return Feedback(True, f"(1 − 0.5)(1 − 0.2) + 0.3·0.6 + 0.2·0.2 = {expected:.2f}: positive, as it must be "
+                              "for two predictions of the same answer.")
+    if matches(answer, sum(a * b for a, b in zip(p1, p2))):
+        return Feedback(False, "That is p1·p2; subtract the one-hot e_A from both first.")
+    return Feedback(False, "Write it as (1 − p1_A)(1 − p2_A) + Σ_{v≠A} p1_v p2_v.")
+
+
+def first_order_change(answer, eta: float = 0.01, dot: float = 2.5) -> Feedback:
+    """Exercise 3.3: the first-order change of l_b2a after a step η on l_infill with <g_b2a, g_infill> = dot."""
+    expected = -eta * dot
+    if answer is None:
+        return Feedback(None, f"Set `answer` to the predicted change of l_b2a for η = {eta} and an inner product {dot}.")
+    got = parse(answer)
+    if got is None:
+        return _not_a_number(answer, "the change")
+    if matches(answer, expected):
+        return Feedback(True, f"−η ⟨g_b2a, g_infill⟩ = −{eta}·{dot} = {expected:g}: the loss falls.")
+    if matches(answer, -expected):
+        return Feedback(False, "Right size, wrong sign: the step goes against g_infill, so a positive inner "
+                               "product lowers l_b2a.")
+    return Feedback(False, "To first order, l(θ − η g) − l(θ) = −η ⟨∇l, g⟩.")

@@ -1,0 +1,144 @@
+"""Widgets for the chapters: each retrains small models through the cache and redraws.
+
+Dragging needs a live kernel (Binder, Colab or ``make lab``); on the static book page the first
+output is drawn at build time. Every redraw closes the figure it replaces, so a long-lived
+kernel does not accumulate figures.
+"""
+from __future__ import annotations
+
+import time
+
+import matplotlib.pyplot as plt
+import torch
+
+from ..cache import cached_train
+from ..config import ConfigError, preset
+from . import plot
+
+# Chapter 1's explorer: an ARM + MDM retrain at the largest settings takes about a second
+# (python -m revlib bench reports explorer_retrain_s).
+MAX_PAIRS, MAX_D_MODEL, MAX_STEPS = 128, 64, 300
+
+
+class Explorer:
+    """Controls and an output area: on every change it says "training...", trains or loads,
+    then replaces the output with the new figure and the time it took (and closes the old figure)."""
+
+    def __init__(self, controls: dict, draw):
+        import ipywidgets as w
+
+        self.controls, self.draw = controls, draw
+        self.out = w.Output()
+        self.status = w.HTML()
+        for c in controls.values():
+            c.observe(lambda change: self.update(), names="value")
+        self.widget = w.VBox([w.HBox(list(controls.values())[:3]), w.HBox(list(controls.values())[3:]),
+                              self.status, self.out])
+        self.update()
+
+    def update(self) -> None:
+        from IPython.display import display
+
+        settings = {name: c.value for name, c in self.controls.items()}
+        self.status.value = "<i>training…</i>"
+        start = time.perf_counter()
+        try:
+            fig, trained = self.draw(**settings)
+        except ConfigError as err:
+            self.status.value = f"not a valid setting: {err}"
+            return
+        seconds = time.perf_counter() - start
+        with self.out:
+            self.out.clear_output(wait=True)
+            display(fig)
+        plt.close(fig)
+        self.status.value = (f"trained in {seconds:.1f} s" if trained else
+                             f"loaded from the cache in {seconds:.1f} s")
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+def _sliders(w) -> dict:
+    """The training sliders every retraining explorer shares: pairs, d_model, positional encoding, steps."""
+    return dict(
+        pairs=w.IntSlider(value=128, min=16, max=MAX_PAIRS, step=16, description="pairs", continuous_update=False),
+        d_model=w.IntSlider(value=32, min=8, max=MAX_D_MODEL, step=8, description="d_model", continuous_update=False),
+        positional=w.Dropdown(options=["rope", "absolute", "alibi", "none"], value="rope", description="positions"),
+        steps=w.IntSlider(value=MAX_STEPS, min=50, max=MAX_STEPS, step=50, description="steps", continuous_update=False),
+        seed=w.IntSlider(value=0, min=0, max=7, description="seed", continuous_update=False),
+    )
+
+
+def curse_figure(pairs: int = 128, d_model: int = 32, positional: str = "rope", steps: int = 300, seed: int = 0):
+    """Train (or load) one ARM and one MDM with these settings; bar chart of their probe accuracy.
+    Returns ``(figure, trained)``: ``trained`` is False when both runs came from the cache."""
+    finals, trained, world = {}, False, None
+    with torch.no_grad():
+        pass
+    for kind in ("ar", "mdm"):
+        run = cached_train(preset(kind, n_pairs=pairs, d_model=d_model, positional=positional, steps=steps, seed=seed))
+        finals[kind], world = run.final, run.world
+        trained = trained or not run.cached
+    fig, axes = plot.figure(1, height=2.8)
+    plot.probe_bars(finals, world.chance, ax=axes[0, 0])
+    axes[0, 0].set_title(f"{pairs} pairs, d_model {d_model}, {positional}, {steps} steps, seed {seed}", fontsize=9.5)
+    return fig, trained
+
+
+def curse_explorer() -> Explorer:
+    """Chapter 1: sliders for pairs, d_model, positional encoding, steps and seed over :func:`curse_figure`."""
+    import ipywidgets as w
+
+    return Explorer(_sliders(w), curse_figure)
+
+
+def coupling_figure(d: int = 32, offset: int = 2, log10_base: float = 4.0, samples: int = 20_000):
+    """Chapter 2: the RoPE score correlation for head size ``d``, offset ``offset`` and base 10^log10_base.
+
+    (a) cos(2Δθ_k) for every rotation plane k, whose mean is the correlation; (b) the
+    correlation against the head size at this offset and base, with its d → ∞ limit and a
+    Monte-Carlo estimate (private generator, seed 0). Returns ``(figure, False)``.
+    """
+    from .. import theory
+
+    base = 10.0 ** log10_base
+    thetas = theory.rope_thetas(d, base)
+    analytic = theory.rope_corr(d, offset, base)
+    mc = theory.monte_carlo_corr("rope", d, offset, base, samples=samples, seed=0)
+    fig, (ax) = plot.figure(2, height=2.9)
+    left, right = ax[0]
+    left.bar(range(d // 2), torch.cos(2 * offset * thetas).numpy(), color=plot.COLORS["mdm"], alpha=0.8)
+    left.axhline(analytic, color="black", lw=1.2, label=f"mean = {analytic:.3f}")
+    left.axhline(0.0, color="0.5", lw=0.8)
+    left.set_xlabel(r"rotation plane $k$")
+    left.set_ylabel(r"$\cos(2\Delta\theta_k)$")
+    left.set_ylim(-1.05, 1.05)
+    left.legend(loc="lower right")
+    plot.letter(left, "a")
+    ds = list(range(2, 257, 2))
+    right.plot(ds, [theory.rope_corr(x, offset, base) for x in ds], color=plot.COLORS["mdm"], lw=1.6, label="closed form")
+    right.axhline(theory.rope_corr_limit(offset, base), **plot.CHANCE_STYLE, label=r"$d \to \infty$")
+    right.errorbar([d], [mc.estimate], yerr=[2 * mc.stderr], fmt="o", color="black", ms=4, label="Monte-Carlo ± 2 se")
+    right.set_xscale("log", base=2)
+    right.set_xlabel(r"head size $d$")
+    right.set_ylabel(r"Corr$(S_\mathrm{infill}, S_\mathrm{b2a})$")
+    right.set_ylim(-1.05, 1.05)
+    right.legend(loc="lower right")
+    plot.letter(right, "b")
+    return fig, False
+
+
+def coupling_explorer() -> Explorer:
+    """Chapter 2: sliders for head size, offset and RoPE base over :func:`coupling_figure` (no training)."""
+    import ipywidgets as w
+
+    controls = dict(
+        d=w.IntSlider(value=32, min=2, max=128, step=2, description="head size d", continuous_update=False),
+        offset=w.IntSlider(value=2, min=0, max=32, step=1, description="offset Δ", continuous_update=False),
+        log10_base=w.FloatSlider(value=4.0, min=0.0, max=6.0, step=0.25, description="log10 base",
+                                 continuous_update=False),
+    )
+    return Explorer(controls, coupling_figure)
