@@ -14,6 +14,14 @@ Run after the book is built (``make test`` does). For each HTML page it fails on
 - a widget that did not render: a widget view with no rendered controls after the page's
   JavaScript ran, or whose output areas are all empty;
 - math that did not render (MathJax left ``\\(...\\)`` as text, or reported an error);
+- a clipped table: a table wider than the box that holds it where that box (or the table
+  itself) hides its overflow, or a table that runs past the page's right edge; a table that
+  scrolls sideways in a scrolling box is readable and only noted;
+- a table cell whose content is wider than the cell (the text is cut, or runs into the next cell);
+- code that scrolls horizontally: a ``div.highlight pre`` (code blocks, cell inputs, stream and
+  text outputs) or a cell input/output area whose content is more than a few pixels wider
+  than its box, at the 1280 px window (about 77 characters of code); collapsed ``hide-input``
+  cells are opened to be measured;
 - a local file the page asks for that is missing, or any request to the network: every
   ``http(s)`` request is blocked and reported, so the book is checked as it reads offline.
 
@@ -65,10 +73,117 @@ KNOWN_JS_ERRORS = {
 # Folders of the build that hold assets, not pages.
 SKIP_DIRS = {"_static", "_sources", "_images", "_downloads", "jupyter-widgets", "mathjax", "requirejs"}
 
+# How many CSS pixels content may stick out of its box before it counts as cut or scrolling
+# (sub-pixel rounding, a focus ring, a bold glyph's overhang).
+LAYOUT_TOLERANCE_PX = 4
+# Code a reader must not have to scroll sideways: code blocks, notebook cell inputs and outputs.
+CODE_SELECTOR = "div.highlight pre, div.cell_input, div.cell_output, div.cell_output .output"
+
+# Part of PROBE_JS: checkLayout() measures the page as laid out at 1280 px and returns
+# {failures, notes}, each a list of strings that say which element (and where) is wrong:
+# - a table cut off: its own overflow, or that of the nearest ancestor that does not let
+#   overflow show, is hidden/clip and the table is wider than that box; or, with no such
+#   ancestor, the table runs past the page's right edge;
+# - a table cell whose content is wider than the cell (its text is cut or runs into the next cell);
+# - code that scrolls sideways: an element matching CODE_SELECTOR whose scrollWidth exceeds its
+#   clientWidth (only the innermost such element is reported).
+# A table that scrolls sideways in a scrolling box of its own is readable: a note, not a failure.
+# Collapsed <details> (hide-input cells) are opened while measuring, then closed again.
+LAYOUT_JS = r"""
+function checkLayout() {
+  const TOL = %(tol)d, CODE = %(code)s;
+  const failures = [], notes = [];
+  const clips = v => v === 'hidden' || v === 'clip';
+  const scrolls = v => v === 'auto' || v === 'scroll';
+  const snippet = el => {
+    const t = (el.innerText || el.textContent || '').split('\n').map(s => s.replace(/\s+/g, ' ').trim()).find(s => s) || '';
+    return t.length > 48 ? t.slice(0, 47) + '…' : t;
+  };
+  const NOISE = /^(docutils|container|notranslate|highlight-[\w-]+|tex2jax_ignore|mathjax_ignore)$/;
+  const describe = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    [...el.classList].filter(c => !NOISE.test(c)).slice(0, 2).map(c => '.' + c).join('');
+  const cells = [...document.querySelectorAll('div.cell')];
+  // Where an element is: "cell 3 input in #section" (cells numbered as shown on the page), or
+  // just the section outside cells; then the first line of its text.
+  const where = el => {
+    const cell = el.closest('div.cell'), sec = el.closest('section[id]'), d = el.closest('details');
+    const part = el.closest('div.cell_input') ? ' input' : el.closest('div.cell_output') ? ' output' : '';
+    const at = [cell ? `cell ${cells.indexOf(cell) + 1}${part}` : '', sec ? '#' + sec.id : ''].filter(x => x).join(' in ');
+    const bits = [at, d && closed.includes(d) ? 'collapsed on the page' : ''];
+    const s = snippet(el);
+    if (s) bits.push(JSON.stringify(s));
+    return bits.filter(x => x).join(', ');
+  };
+  const px = v => Math.round(v) + ' px';
+
+  const closed = [...document.querySelectorAll('details:not([open])')];
+  closed.forEach(d => { d.open = true; });
+  try {
+    // (a) tables cut off by a box that hides overflow, or running off the page
+    for (const table of document.querySelectorAll('table')) {
+      if (!table.clientWidth && !table.getBoundingClientRect().width) continue;
+      const ts = getComputedStyle(table);
+      const tr = table.getBoundingClientRect();
+      const name = `${describe(table)} (${where(table)})`;
+      if (clips(ts.overflowX) && table.scrollWidth > table.clientWidth + TOL) {
+        failures.push(`clipped table: ${name} hides ${px(table.scrollWidth - table.clientWidth)} of its ${px(table.scrollWidth)} (its overflow is ${ts.overflowX})`);
+        continue;
+      }
+      if (scrolls(ts.overflowX)) {
+        if (table.scrollWidth > table.clientWidth + TOL)
+          notes.push(`table scrolls sideways: ${name}, ${px(table.scrollWidth)} in a ${px(table.clientWidth)} box`);
+        continue;
+      }
+      let a = table.parentElement;
+      for (; a; a = a.parentElement) {
+        const s = getComputedStyle(a);
+        if (s.overflowX === 'visible') continue;
+        const left = a.getBoundingClientRect().left + a.clientLeft, right = left + a.clientWidth;
+        const out = Math.max(tr.right - right, left - tr.left);
+        if (out > TOL) {
+          if (clips(s.overflowX))
+            failures.push(`clipped table: ${name} is ${px(tr.width)} wide; ${describe(a)} (overflow ${s.overflowX}) shows ${px(a.clientWidth)} and cuts ${px(out)}`);
+          else if (!a.matches(CODE)) // a cell output that scrolls is reported below, as code
+            notes.push(`table scrolls sideways: ${name}, ${px(tr.width)} in ${describe(a)} (${px(a.clientWidth)})`);
+        }
+        break;
+      }
+      if (!a) {
+        const page = document.documentElement.clientWidth;
+        if (tr.right > page + TOL)
+          failures.push(`clipped table: ${name} runs ${px(tr.right - page)} past the right edge of the page`);
+      }
+    }
+    // (a) table cells whose content does not fit their box
+    for (const cell of document.querySelectorAll('td, th')) {
+      if (!cell.clientWidth) continue;
+      const over = cell.scrollWidth - cell.clientWidth;
+      if (over <= TOL) continue;
+      const s = getComputedStyle(cell);
+      const row = cell.parentElement, table = cell.closest('table');
+      const pos = `row ${[...table.rows].indexOf(row) + 1}, column ${[...row.cells].indexOf(cell) + 1} of ${describe(table)}`;
+      const how = clips(s.overflowX) ? `cut (overflow ${s.overflowX})` : scrolls(s.overflowX) ? 'scrolls inside the cell' : 'runs into the next cell';
+      failures.push(`table cell text cut: ${cell.tagName.toLowerCase()} (${pos}; ${where(cell)}) needs ${px(cell.scrollWidth)}, has ${px(cell.clientWidth)}: ${how}`);
+    }
+    // (b) code blocks and cell inputs/outputs that scroll sideways
+    const wide = [...document.querySelectorAll(CODE)].filter(el => el.clientWidth && el.scrollWidth - el.clientWidth > TOL);
+    for (const el of wide) {
+      if (wide.some(o => o !== el && el.contains(o))) continue;  // report the innermost only
+      const kind = el.closest('div.cell') ? 'code cell' : 'code block';
+      failures.push(`${kind} scrolls horizontally: ${describe(el)} (${where(el)}) is ${px(el.scrollWidth)} wide in a ${px(el.clientWidth)} box`);
+    }
+  } finally {
+    closed.forEach(d => { d.open = false; });
+  }
+  return {failures, notes};
+}
+""" % {"tol": LAYOUT_TOLERANCE_PX, "code": json.dumps(CODE_SELECTOR)}
+
 # Runs inside each page after its load event: waits (up to budget ms) until every widget view
 # and every formula has rendered, then reports what the page shows. Returns a JSON string.
 PROBE_JS = r"""
 (async (budget) => {
+""" + LAYOUT_JS + r"""
   const sleep = ms => new Promise(r => setTimeout(r, ms));
   const deadline = Date.now() + budget;
   const views = [...document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]')];
@@ -130,8 +245,10 @@ PROBE_JS = r"""
       nonempty_outputs: outputsOf(s).filter(filled).length,
     };
   });
+  const layout = checkLayout();
   const mathEls = maths();
   return JSON.stringify({
+    layout,
     title: document.title,
     has_widget_state: hasState,
     widgets,
@@ -365,7 +482,7 @@ def check_page(browser: Chromium, session: str, page: Path, root: Path, shots: P
 
     f = res.failures
     f += info["errors"]
-    res.notes = info["notes"]
+    res.notes = list(info["notes"])
     # Widgets: every view must render controls or content, and show a first output.
     widgets = info["widgets"]
     for w in widgets:
@@ -379,6 +496,9 @@ def check_page(browser: Chromium, session: str, page: Path, root: Path, shots: P
     if info["math_rendered"] < info["math_total"]:
         f.append(f"math not rendered: {info['math_total'] - info['math_rendered']} of {info['math_total']} formulas")
     f += [f"MathJax error: {m}" for m in info["math_errors"]]
+    # Layout: tables cut off, table cells whose text is cut, code that scrolls sideways.
+    f += info["layout"]["failures"]
+    res.notes += info["layout"]["notes"]
     # Images.
     for img in info["images"]:
         loc = local_path(img["src"])
@@ -438,6 +558,12 @@ def set_viewport(browser: Chromium, session: str, height: int) -> None:
                  deviceScaleFactor=1, mobile=False)
 
 
+def find_pages(root: Path) -> list[Path]:
+    """Every HTML page of the build, in every folder (chapters/, appendix/, any new one) except
+    the asset folders in SKIP_DIRS."""
+    return sorted(p for p in root.rglob("*.html") if not SKIP_DIRS & set(p.relative_to(root).parts[:-1]))
+
+
 def find_chromium() -> str | None:
     env = os.environ.get("CHROMIUM")
     if env:
@@ -471,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     shots = Path(args.screenshots).resolve() if args.screenshots else root.parent / "screenshots"
     shutil.rmtree(shots, ignore_errors=True)  # no stale screenshots of pages that are gone
     shots.mkdir(parents=True)
-    pages = sorted(p for p in root.rglob("*.html") if not SKIP_DIRS & set(p.relative_to(root).parts[:-1]))
+    pages = find_pages(root)
     print(f"browser check: {len(pages)} pages in {root} with {exe}")
 
     browser = Chromium(exe, shots / "chromium.log")

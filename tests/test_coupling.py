@@ -1,260 +1,310 @@
-"""revlib.coupling: scores, weights and stored evidence read off the model, checked by hand."""
+"""revlib.coupling: route scores against hand computations from the weights, the token weights,
+the bag-of-tokens logits, stored evidence from the OV map, and the direct logit attribution as an
+exact linear decomposition of the answer's logit."""
 from __future__ import annotations
 
-import json
+import itertools
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from revlib import ModelConfig, Transformer, coupling, preset, theory, train
-from revlib.cli import main
-from revlib.data import IS, MASK
-from revlib.model import alibi_slopes
+from revlib import ConfigError, DataConfig, make_world, preset
+from revlib import coupling
+from revlib.model import alibi_slopes, build_model, ov_map
+from revlib.objectives import read_positions
+from revlib.theory import rope_matrix
+
+from conftest import tiny
 
 
-def _model(world, attention="bidirectional", positional="rope", seeds=(0, 1), **cfg):
-    fields = dict(n_layers=1, n_heads=2, d_model=16)
-    fields.update(cfg)
-    model = Transformer(ModelConfig(attention=attention, positional=positional, **fields), world.vocab_size, seeds)
-    with torch.no_grad():  # move away from the initialisation so nothing holds by symmetry of the init
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    return model
+def _setup(objective="mdm", positional="rope", n_heads=2, seeds=(0, 1), **kw):
+    exp = preset("mdm", objective=objective, positional=positional, n_pairs=6, d_model=8, n_heads=n_heads, **kw)
+    world = make_world(exp.data)
+    return build_model(exp, seeds), world
 
 
-def _hand_scores(model, q_tokens, k_tokens, q_pos, k_pos):
-    """Per member, head, fact: (W_Q x_q)^T R_(k-q) (W_K x_k) / sqrt(e) (+ ALiBi), from the weights."""
-    cfg, layer = model.cfg, model.layers[0]
+def _hand_score(model, tokens, k, h, i, j):
+    """q_i^T R_(j-i) k_j / sqrt(e) (+ ALiBi) for member k, head h, from the weights alone."""
+    attn, cfg = model.blocks[0].attn, model.cfg
     e = cfg.d_head
-    xq, xk = model.embed[:, q_tokens], model.embed[:, k_tokens]  # (K, N, d)
-    if cfg.positional == "absolute":
-        xq, xk = xq + model.pos[:, q_pos][:, None], xk + model.pos[:, k_pos][:, None]
-    q = torch.einsum("knd,khde->khne", xq, layer["W_Q"]).double()
-    k = torch.einsum("knd,khde->khne", xk, layer["W_K"]).double()
-    if cfg.positional == "rope":
-        k = k @ theory.rope_matrix(e, k_pos - q_pos, cfg.rope_base).T  # R_(j-i) k, as rows
-    s = (q * k).sum(-1) / math.sqrt(e)  # (K, H, N)
+    with torch.no_grad():
+        xi, xj = model.embed[k, tokens[i]].double(), model.embed[k, tokens[j]].double()
+        if cfg.positional == "absolute":
+            xi, xj = xi + model.pos[k, i].double(), xj + model.pos[k, j].double()
+        q = xi @ attn.W_Q[k, :, h * e:(h + 1) * e].double()
+        key = xj @ attn.W_K[k, :, h * e:(h + 1) * e].double()
+        R = rope_matrix(e, j - i, cfg.rope_base) if cfg.positional == "rope" else torch.eye(e, dtype=torch.float64)
+        score = float(q @ R @ key) / math.sqrt(e)
     if cfg.positional == "alibi":
-        s = s - alibi_slopes(cfg.n_heads)[None, :, None].double() * abs(k_pos - q_pos)
-    return s.float()
+        score -= float(alibi_slopes(cfg.n_heads)[h]) * abs(j - i)
+    return score
 
 
-@pytest.mark.parametrize("positional", ["rope", "absolute", "alibi", "none"])
-def test_mdm_route_scores_equal_q_R_k_by_hand(tiny_world, positional):
-    model = _model(tiny_world, positional=positional, max_len=3)
-    routes = coupling.route_scores(model, tiny_world)
-    assert list(routes) == ["infill", "b2a"]
-    n = len(tiny_world.b)
-    m = torch.full((n,), MASK)
-    hand_infill = _hand_scores(model, m, tiny_world.b, 0, 2)  # "[M] is b": [M] at 0 looks at b at 2
-    hand_b2a = _hand_scores(model, m, tiny_world.b, 2, 0)  # "b is [M]": [M] at 2 looks at b at 0
-    assert routes["infill"]["scores"].shape == (2, 1, 2, n)  # (K, L, H, N)
-    torch.testing.assert_close(routes["infill"]["scores"][:, 0], hand_infill, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(routes["b2a"]["scores"][:, 0], hand_b2a, atol=1e-5, rtol=1e-5)
-    if positional in ("alibi", "none"):  # equal scores: the coupling is perfect
-        torch.testing.assert_close(hand_infill, hand_b2a)
-        assert torch.allclose(coupling.route_corr(routes), torch.ones(2, 1, 2))
-    else:
-        assert not torch.allclose(hand_infill, hand_b2a, atol=1e-3)
+@pytest.mark.parametrize("objective", ["mdm", "suffix", "ar"])
+@pytest.mark.parametrize("positional", ["rope", "alibi", "absolute", "none"])
+def test_route_scores_are_q_R_k_over_sqrt_e_from_the_weights(objective, positional):
+    model, world = _setup(objective, positional)
+    scores = coupling.route_scores(model, world, objective)
+    expected_routes = ["a2b", "b2a"] if objective == "ar" else ["infill", "b2a"]
+    assert list(scores) == expected_routes
+    # (query, key) positions: masked models read at the blank, ar one position before it
+    where = {"infill": ("infill", 0, 2), "b2a": ("b2a", 2, 0)} if objective != "ar" else \
+        {"a2b": ("a2b", 1, 0), "b2a": ("b2a", 1, 0)}
+    for route, (probe, qi, kj) in where.items():
+        p = world.probe(probe)
+        tokens = p.full if objective == "ar" else p.tokens
+        s = scores[route]["scores"]
+        assert s.shape == (2, 1, 2, len(p))  # (K, L, H, N)
+        for k, h, n in itertools.product(range(2), range(2), range(len(p))):
+            assert float(s[k, 0, h, n]) == pytest.approx(_hand_score(model, tokens[n], k, h, qi, kj), abs=1e-5)
+        w = scores[route]["weights"]
+        assert ((w > 0) & (w < 1)).all()
 
 
-def test_ar_routes_read_the_position_before_the_blank(tiny_world):
-    model = _model(tiny_world, attention="causal")
-    routes = coupling.route_scores(model, tiny_world)
-    assert list(routes) == ["a2b", "b2a"]
-    n = len(tiny_world.b)
-    is_ = torch.full((n,), IS)
-    torch.testing.assert_close(routes["a2b"]["scores"][:, 0], _hand_scores(model, is_, tiny_world.a, 1, 0),
-                               atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(routes["b2a"]["scores"][:, 0], _hand_scores(model, is_, tiny_world.b, 1, 0),
-                               atol=1e-5, rtol=1e-5)
-    # the causal query at 1 sees two keys: 0 and itself
-    w = routes["b2a"]["weights"]
-    self_score = _hand_scores(model, is_, is_, 1, 1)
-    torch.testing.assert_close(w[:, 0], torch.sigmoid(routes["b2a"]["scores"][:, 0] - self_score), atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError):
-        coupling.token_weights(model, tiny_world)
+def test_route_keys_for_an_ar_model_are_never_b_in_training():
+    world = make_world(DataConfig(n_pairs=6, seed=0))
+    r = coupling.routes(world, "ar")
+    assert r == {"a2b": ("a2b", [1], [0]), "b2a": ("b2a", [1], [0])}
+    r2 = coupling.routes(make_world(DataConfig(n_pairs=6, entity_tokens=2)), "mdm")
+    assert r2 == {"infill": ("infill", [0, 1], [3, 4]), "b2a": ("b2a", [3, 4], [0, 1])}
 
 
-def test_weights_are_the_softmax_and_corr_is_pearson(tiny_world):
-    model = _model(tiny_world)
-    routes = coupling.route_scores(model, tiny_world)
-    w = coupling.token_weights(model, tiny_world)
-    torch.testing.assert_close(w["infill"][..., 2], routes["infill"]["weights"])  # the b column
-    torch.testing.assert_close(w["b2a"][..., 2], routes["b2a"]["weights"])
-    torch.testing.assert_close(w["b2a"].sum(-1), torch.ones_like(w["b2a"][..., 0]))
-    corr = coupling.route_corr(routes)
-    x, y = routes["infill"]["scores"], routes["b2a"]["scores"]
-    for k in range(2):
-        for h in range(2):
-            assert float(corr[k, 0, h]) == pytest.approx(np.corrcoef(x[k, 0, h], y[k, 0, h])[0, 1], abs=1e-5)
+def test_route_scores_average_the_slot_pairs_for_multi_token_entities():
+    model, world = _setup(entity_tokens=2)
+    scores = coupling.route_scores(model, world, "mdm")["b2a"]["scores"]
+    p = world.probe("b2a")
+    for n in range(len(p)):
+        expected = np.mean([_hand_score(model, p.tokens[n], 0, 1, q, k) for q, k in ((3, 0), (4, 1))])
+        assert float(scores[0, 0, 1, n]) == pytest.approx(expected, abs=1e-5)
 
 
-def test_bag_of_tokens_gives_the_models_logits(tiny_world):
-    # Position-free values: the [M] output is a function of the bag and the weights only.
-    model = _model(tiny_world)
-    w = coupling.token_weights(model, tiny_world)
-    for probe, slot in (("infill", 0), ("b2a", 2)):
+def test_route_corr_is_the_pearson_correlation_across_facts():
+    model, world = _setup()
+    scores = coupling.route_scores(model, world, "mdm")
+    corr = coupling.route_corr(scores)
+    assert corr.shape == (2, 1, 2)
+    x, y = scores["infill"]["scores"][1, 0, 0].double(), scores["b2a"]["scores"][1, 0, 0].double()
+    assert float(corr[1, 0, 0]) == pytest.approx(float(np.corrcoef(x.numpy(), y.numpy())[0, 1]), abs=1e-5)
+    # no positions: the two routes' scores are identical, so they correlate perfectly
+    model, world = _setup(positional="none")
+    assert torch.allclose(coupling.route_corr(coupling.route_scores(model, world, "mdm")), torch.ones(()))
+
+
+@pytest.mark.parametrize("positional", ["rope", "alibi", "none"])
+def test_token_weights_sum_to_one_and_bag_logits_equal_the_models(positional):
+    model, world = _setup(positional=positional)
+    weights = coupling.token_weights(model, world)
+    assert set(weights) == {"infill", "b2a"}
+    for probe, qpos in (("infill", 0), ("b2a", 2)):
+        w = weights[probe]
+        assert w.shape == (2, 1, 2, len(world.one_way), 3)
+        torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
+        bag = coupling.bag_logits(model, world, w[:, 0])
         with torch.no_grad():
-            logits = model(tiny_world.probe(probe).tokens)[:, :, slot]
-        torch.testing.assert_close(coupling.bag_logits(model, tiny_world, w[probe][:, 0]), logits,
-                                   atol=1e-4, rtol=1e-4)
-    for bad in (_model(tiny_world, positional="absolute", max_len=3), _model(tiny_world, mlp=True),
-                _model(tiny_world, attention="causal")):
-        with pytest.raises(ValueError):
-            coupling.bag_logits(bad, tiny_world, w["b2a"][:, 0])
-
-
-def test_evidence_is_a_direct_logit_difference(tiny_world):
-    # With W_Q = 0 and no positions, [M] attends 1/3 to each token. Then the logit of a_i at the
-    # blank of "[M] is b_i" minus that of "[M] is [M]" is exactly (ev(a_i <- b_i) - ev(a_i <- [M])) / 3.
-    model = _model(tiny_world, positional="none")
+            logits = model(world.probe(probe).tokens)[:, :, qpos]  # (K, N, V)
+        torch.testing.assert_close(bag, logits, rtol=1e-5, atol=1e-5)
+    # the weights are read in the order [M], is, b: for b2a ("b is [M]") position 2 comes first
     with torch.no_grad():
-        model.layers[0]["W_Q"].zero_()
-        with_b = model(tiny_world.probe("infill").tokens)[:, :, 0]  # (K, N, V)
-        blank = tiny_world.probe("infill").tokens.clone()
-        blank[:, 2] = MASK
-        without_b = model(blank)[:, :, 0]
-    a = tiny_world.a
-    idx = torch.arange(len(a))
-    direct = (with_b - without_b)[:, idx, a]  # (K, N)
-    ev_b = coupling.stored_evidence(model, a, tiny_world.b).sum(1)  # (K, N), summed over heads
-    ev_m = coupling.stored_evidence(model, a, torch.full_like(a, MASK)).sum(1)
-    torch.testing.assert_close(direct, (ev_b - ev_m) / 3, atol=1e-4, rtol=1e-4)
-    assert coupling.fact_evidence(model, tiny_world)["b2a"].abs().mean() > 0.1  # not trivially zero
+        patterns = model(world.probe("b2a").tokens, internals=True)[1]["patterns"][0]  # (K, N, H, T, T)
+    torch.testing.assert_close(weights["b2a"][:, 0, :, :, 0], patterns[:, :, :, 2, 2].transpose(1, 2))
+    torch.testing.assert_close(weights["b2a"][:, 0, :, :, 2], patterns[:, :, :, 2, 0].transpose(1, 2))
 
 
-def test_evidence_decomposes_the_logit_of_a_trained_direction(tiny_world):
-    # One layer, attention only: logit_a at the blank = u_a.E[M] + Σ_h Σ_j α_hj ev_h(a <- x_j).
-    model = _model(tiny_world)
-    tokens = tiny_world.probe("b2a").tokens  # "b is [M]"
-    with torch.no_grad():
-        logits, internals = model(tokens, return_internals=True)
-    alpha = internals["patterns"][0][:, :, :, 2, :]  # (K, N, H, 3)
-    a = tiny_world.a
-    total = (model.embed[:, tokens[:, 2]] * model.unembed[:, :, a].transpose(1, 2)).sum(-1)  # u_a . E[M]
-    for j in range(3):
-        ev = coupling.stored_evidence(model, a, tokens[:, j])  # (K, H, N)
-        total = total + (alpha[..., j].transpose(1, 2) * ev).sum(1)
-    torch.testing.assert_close(logits[:, torch.arange(len(a)), 2, a], total.detach(), atol=1e-4, rtol=1e-4)
+@pytest.mark.parametrize("extra", [dict(mlp="gelu"), dict(norm="rmsnorm"), dict(n_layers=2), dict(positional="absolute"),
+                                   dict(untie_values=True)])
+def test_bag_logits_refuse_models_where_positions_matter(extra):
+    model, world = _setup(**extra)
+    w = torch.full((2, 2, len(world.one_way), 3), 1 / 3)
+    with pytest.raises(ValueError, match="bag_logits"):
+        coupling.bag_logits(model, world, w)
 
 
-def test_evidence_baseline_is_the_off_diagonal_mean(tiny_world):
-    model = _model(tiny_world)
-    ev = coupling.fact_evidence(model, tiny_world)
-    a, b = tiny_world.a, tiny_world.b
-    n = len(a)
-    full = torch.stack([coupling.stored_evidence(model, a, b.roll(s)).sum(1) for s in range(n)])  # (n, K, N)
-    torch.testing.assert_close(ev["b2a"], full[0])
-    torch.testing.assert_close(ev["baseline"], full[1:].mean(0), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(ev["a2b"], coupling.stored_evidence(model, b, a).sum(1))
-
-
-def test_position_logits_are_what_the_positions_add(tiny_world):
-    model = _model(tiny_world, positional="absolute", max_len=3)
-    with torch.no_grad():  # uniform attention, so zeroing the positions leaves the weights alone
-        model.layers[0]["W_Q"].zero_()
-        with_pos = {p: model(tiny_world.probe(p).tokens)[:, :, s] for p, s in (("infill", 0), ("b2a", 2))}
-        parts = {p: coupling.position_logits(model, tiny_world, p) for p in with_pos}
-        model.pos.zero_()
-        for p, s in (("infill", 0), ("b2a", 2)):
-            torch.testing.assert_close(with_pos[p] - model(tiny_world.probe(p).tokens)[:, :, s], parts[p],
-                                       atol=1e-4, rtol=1e-4)
+def test_token_weights_and_bag_logits_need_one_token_entities():
+    model, world = _setup(entity_tokens=2)
+    with pytest.raises(ValueError, match="one-token"):
+        coupling.token_weights(model, world)
     with pytest.raises(ValueError):
-        coupling.position_logits(_model(tiny_world), tiny_world, "b2a")
+        coupling.bag_logits(model, world, torch.full((2, 2, 6, 3), 1 / 3))
 
 
-def test_init_correlation_matches_the_theory(tiny_world):
-    # Across facts the [M] query is one fixed vector: the correlation is the fixed-query value,
-    # whose mean over initialisations is the closed form.
-    from revlib import DataConfig, make_world
+def test_position_logits_is_the_additive_position_part():
+    model, world = _setup(positional="absolute")
+    for probe, qpos in (("infill", 0), ("b2a", 2)):
+        p = world.probe(probe)
+        with torch.no_grad():
+            logits, rec = model(p.tokens, internals=True)
+            alpha = rec["patterns"][0][:, :, :, qpos, :]  # (K, N, H, T)
+            W = ov_map(model)  # (K, H, d, d)
+            E = model.embed[:, p.tokens]  # (K, N, T, d): token parts only
+            token_part = E[:, :, qpos] + torch.einsum("knht,khfd,kntd->knf", alpha, W, E)
+            expected = logits[:, :, qpos] - token_part @ model.unembed
+        torch.testing.assert_close(coupling.position_logits(model, world, probe), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError):
+        coupling.position_logits(*_setup(positional="rope"), "b2a")
 
-    world = make_world(DataConfig(n_pairs=128))
-    model = Transformer(ModelConfig(d_model=32), world.vocab_size, seeds=range(48))
-    corr = coupling.measure_coupling(model, world)["corr"]
-    q = torch.einsum("kd,kde->ke", model.embed[:, MASK], model.layers[0]["W_Q"][:, 0])
-    predicted = theory.rope_corr_fixed_query(q).numpy()
-    assert np.corrcoef(corr, predicted)[0, 1] > 0.7
-    assert abs(corr.mean() - theory.rope_corr(32)) < 3 * corr.std() / math.sqrt(len(corr))
+
+@pytest.mark.parametrize("k_tokens", [1, 2])
+def test_fact_evidence_is_u_a_W_E_b_by_hand(k_tokens):
+    model, world = _setup(entity_tokens=k_tokens, n_heads=2)
+    ev = coupling.fact_evidence(model, world)
+    idx = world.one_way
+    W = ov_map(model).detach().double()  # (K, H, d, d): the book's W per head
+    E, U = model.embed.detach().double(), model.unembed.detach().double()  # U: (K, d, V), u_v = U[:, :, v]
+    N = len(idx)
+    for k in range(2):
+        by_hand = torch.zeros(N, N, dtype=torch.float64)  # [source i, answer n]
+        a2b = torch.zeros(N, dtype=torch.float64)
+        for i, n in itertools.product(range(N), range(N)):
+            a, b = world.a[idx[n]], world.b[idx[i]]
+            by_hand[i, n] = sum(U[k, :, ta] @ (W[k, h] @ E[k, tb]) for h in range(2) for ta in a for tb in b) / k_tokens**2
+        for n in range(N):
+            a, b = world.a[idx[n]], world.b[idx[n]]
+            a2b[n] = sum(U[k, :, tb] @ (W[k, h] @ E[k, ta]) for h in range(2) for ta in a for tb in b) / k_tokens**2
+        torch.testing.assert_close(ev["b2a"][k].double(), by_hand.diagonal(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ev["a2b"][k].double(), a2b, rtol=1e-4, atol=1e-5)
+        baseline = (by_hand.sum(0) - by_hand.diagonal()) / (N - 1)
+        torch.testing.assert_close(ev["baseline"][k].double(), baseline, rtol=1e-4, atol=1e-5)
 
 
-def test_history_is_measured_along_an_unchanged_run():
-    exp = preset("mdm", n_pairs=16, d_model=16, steps=20, eval_every=5)
+def test_stored_evidence_per_head():
+    model, world = _setup(n_heads=2)
+    a, b = world.a[:, 0], world.b[:, 0]
+    per_head = coupling.stored_evidence(model, a, b)
+    assert per_head.shape == (2, 2, 6)
+    W, E, U = ov_map(model).detach(), model.embed.detach(), model.unembed.detach()
+    torch.testing.assert_close(per_head[1, 0, 3], U[1, :, a[3]] @ W[1, 0] @ E[1, b[3]])
+
+
+@pytest.mark.parametrize("fn", [
+    lambda m, w: coupling.route_scores(m, w, "mdm"), lambda m, w: coupling.fact_evidence(m, w),
+    lambda m, w: coupling.direct_logit_attribution(m, w, "mdm"), lambda m, w: coupling.token_weights(m, w),
+    lambda m, w: coupling.measure_coupling(m, w, "mdm"),
+])
+def test_fewer_than_three_one_way_facts_are_refused(fn):
+    exp = preset("mdm", n_pairs=4, reversed_fraction=0.5, d_model=8)
+    world = make_world(exp.data)
+    assert len(world.one_way) == 2
+    with pytest.raises(ConfigError, match="at least 3 one-way facts"):
+        fn(build_model(exp, (0,)), world)
+
+
+@pytest.mark.parametrize("objective,positional,n_layers,k", [
+    ("mdm", "rope", 1, 1), ("ar", "rope", 2, 1), ("mdm", "absolute", 2, 2), ("suffix", "alibi", 3, 2),
+    ("ar", "none", 1, 2),
+])
+def test_dla_is_an_exact_decomposition_of_the_answer_logit(objective, positional, n_layers, k):
+    """Without norms: sum of layers' DLA + the embedding's direct term = logit(answer) - mean logit."""
+    model, world = _setup(objective, positional, n_layers=n_layers, entity_tokens=k)
+    dla = coupling.direct_logit_attribution(model, world, objective)
+    assert dla.shape == (2, n_layers)
+    p = world.probe("b2a")
+    reads = read_positions(objective, p.slots)
+    with torch.no_grad():
+        logits, rec = model(p.full if objective == "ar" else p.tokens, internals=True)
+        lg = logits[:, :, reads]  # (K, N, k, V)
+        answer = lg.gather(-1, p.answers.expand(2, *p.answers.shape)[..., None])[..., 0]
+        target = (answer - lg.mean(-1)).mean(dim=(1, 2))  # (K,)
+        U = model.unembed
+        direction = U[:, :, p.answers] - U.mean(-1)[:, :, None, None]  # (K, d, N, k)
+        embed_term = torch.einsum("knjd,kdnj->kn", rec["resid_pre"][0][:, :, reads], direction).mean(-1) / len(reads)
+    torch.testing.assert_close(dla.sum(1) + embed_term, target, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["layernorm", "rmsnorm"])
+@pytest.mark.parametrize("objective", ["mdm", "ar"])
+def test_dla_with_a_final_norm_decomposes_the_normalised_stream(norm, objective):
+    """With a final norm the DLA reads each output through the norm's linear part (its scale taken
+    from the actual stream): attention + MLP + embedding terms + the norm's bias = the logit gap."""
+    model, world = _setup(objective, "rope", n_layers=2, mlp="gelu", norm=norm)
+    with torch.no_grad():  # make the final gain and bias non-trivial
+        model.norm_f.weight.mul_(torch.linspace(0.5, 1.5, 8))
+        if model.norm_f.bias is not None:
+            model.norm_f.bias.add_(0.1)
+    dla = coupling.direct_logit_attribution(model, world, objective)
+    p = world.probe("b2a")
+    reads = read_positions(objective, p.slots)
+    with torch.no_grad():
+        logits, rec = model(p.full if objective == "ar" else p.tokens, internals=True)
+        lg = logits[:, :, reads]
+        answer = lg.gather(-1, p.answers.expand(2, *p.answers.shape)[..., None])[..., 0]
+        target = (answer - lg.mean(-1)).mean(dim=(1, 2))
+        U = model.unembed
+        direction = U[:, :, p.answers] - U.mean(-1)[:, :, None, None]
+        stream = rec["resid_final"][:, :, reads]
+        if norm == "layernorm":
+            scale = (stream.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+        else:
+            scale = (stream.pow(2).mean(-1, keepdim=True) + torch.finfo(torch.float32).eps).sqrt()
+        gain = model.norm_f.weight[:, None, None, :]
+
+        def term(x):
+            if norm == "layernorm":
+                x = x - x.mean(-1, keepdim=True)
+            return torch.einsum("knjd,kdnj->kn", x / scale * gain, direction).mean(-1) / len(reads)
+
+        rest = term(rec["resid_pre"][0][:, :, reads]) + sum(term(m[:, :, reads]) for m in rec["mlp_out"])
+        if model.norm_f.bias is not None:
+            rest = rest + torch.einsum("kd,kdnj->kn", model.norm_f.bias, direction).mean(-1) / len(reads)
+        manual = torch.stack([term(a[:, :, reads]) for a in rec["attn_out"]], 1)
+    torch.testing.assert_close(dla, manual, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dla.sum(1) + rest, target, rtol=1e-4, atol=1e-4)
+
+
+def test_dla_refuses_a_probe_the_objective_cannot_answer():
+    model, world = _setup("ar", "rope")
+    with pytest.raises(ValueError, match="does not answer"):
+        coupling.direct_logit_attribution(model, world, "ar", probe="infill")
+
+
+def test_dla_of_a_blank_that_attends_fully_to_b_is_the_evidence_minus_the_mean_logit_part():
+    """One layer, one head, no positions, built so that the b2a blank attends only to b: then its
+    attention output is W E[b] and the DLA is u_a^T W E[b] - u_mean^T W E[b], averaged over facts."""
+    model, world = _setup(positional="none", n_heads=1)
+    b_tokens = world.alphabets[1]
+    with torch.no_grad():
+        model.embed[:, :, :2] = 0.0  # coordinate 0 marks b tokens, coordinate 1 the mask
+        model.embed[:, b_tokens, 0] = 1.0
+        model.embed[:, 0, 1] = 1.0
+        attn = model.blocks[0].attn
+        attn.W_Q.zero_()
+        attn.W_K.zero_()
+        attn.W_Q[:, 1, 0] = 100.0  # the query of [M] is 100 e_0 ...
+        attn.W_K[:, 0, 0] = 1.0  # ... and only b tokens have a key along e_0
+    p = world.probe("b2a")
+    with torch.no_grad():
+        alpha = model(p.tokens, internals=True)[1]["patterns"][0][:, :, 0, 2]  # (K, N, T): the blank's weights
+    assert (alpha[..., 0] > 1 - 1e-6).all()  # the blank attends to b alone
+    dla = coupling.direct_logit_attribution(model, world, "mdm")[:, 0]  # (K,)
+    ev = coupling.fact_evidence(model, world)["b2a"]  # (K, N)
+    with torch.no_grad():
+        W, U = ov_map(model)[:, 0], model.unembed  # (K, d, d), (K, d, V)
+        WEb = torch.einsum("kfd,knd->knf", W, model.embed[:, world.b[world.one_way, 0]])  # (K, N, d)
+        mean_part = torch.einsum("knf,kf->kn", WEb, U.mean(-1))
+    torch.testing.assert_close(dla, (ev - mean_part).mean(1), rtol=1e-5, atol=1e-5)
+
+
+def test_measure_coupling_and_coupling_history(monkeypatch):
+    model, world = _setup(n_heads=2)
+    out = coupling.measure_coupling(model, world, "mdm")
+    assert {"corr", "corr_heads", "weight_infill", "weight_b2a", "evidence", "evidence_a2b", "evidence_baseline",
+            "dla"} == set(out)
+    assert out["corr"].shape == (2,) and out["corr_heads"].shape == (2, 1, 2) and out["dla"].shape == (2, 1)
+    assert out["corr"] == pytest.approx(out["corr_heads"][:, 0].mean(-1))
+    exp = tiny(steps=8, eval_every=4, n_pairs=8)
+    state = torch.get_rng_state()
     run, hist = coupling.coupling_history(exp, seeds=(0, 1))
-    assert list(hist["step"]) == list(run.history["step"]) == [0, 5, 10, 15, 20]
-    assert hist["corr"].shape == hist["evidence"].shape == (5, 2)
-    assert hist["corr_heads"].shape == (5, 2, 1, 1)
-    final = coupling.measure_coupling(run.model, run.world)
-    for key in ("corr", "evidence", "weight_b2a"):
-        np.testing.assert_allclose(hist[key][-1], final[key], rtol=1e-6)
-    plain = train(exp, seeds=(0, 1), progress=False)  # measuring changed nothing
-    for name, p in plain.model.state_dict().items():
-        torch.testing.assert_close(run.model.state_dict()[name], p, rtol=0, atol=0)
-    assert hist["evidence"][-1].mean() > hist["evidence"][0].mean()  # training stores evidence
+    assert torch.equal(torch.get_rng_state(), state)
+    assert hist["step"].tolist() == [0, 4, 8] and hist["corr"].shape == (3, 2) and hist["corr_heads"].shape == (3, 2, 1, 1)
+    final = coupling.measure_coupling(run.model, run.world, "mdm")
+    for key in final:
+        np.testing.assert_allclose(hist[key][-1], final[key], rtol=1e-5, atol=1e-6)
+    from revlib import training
 
+    def retrain(*args, **kwargs):
+        raise AssertionError("trained again")
 
-# ---- the command line ------------------------------------------------------------------------
-
-BAD = {
-    "odd_head_size": ["coupling", "--d-model", "7"],
-    "heads_do_not_divide": ["coupling", "--heads", "3"],
-    "negative_base": ["coupling", "--base", "-5"],
-    "nan_base": ["coupling", "--base", "nan"],
-    "too_few_samples": ["coupling", "--samples", "2"],
-    "too_many_samples": ["coupling", "--samples", "1000000000"],
-    "fractional_offset": ["coupling", "--offset", "1.5"],
-    "unknown_positional": ["coupling", "--positional", "sinusoidal"],
-    "trained_odd_d_model": ["coupling", "--trained", "--d-model", "31"],
-    "trained_zero_pairs": ["coupling", "--trained", "--pairs", "0"],
-    "trained_unknown_model": ["coupling", "--trained", "--model", "gpt"],
-    "unknown_flag": ["coupling", "--frobnicate"],
-}
-
-
-@pytest.mark.parametrize("name", sorted(BAD))
-def test_cli_bad_arguments_exit_2_with_one_line(name, capsys):
-    assert main(BAD[name]) == 2
-    out, err = capsys.readouterr()
-    assert out == ""
-    assert err.count("\n") == 1 and err.startswith("revlib: error: ") and "Traceback" not in err
-
-
-def test_cli_closed_form_json(capsys):
-    assert main(["coupling", "--d-model", "16", "--offset", "3", "--samples", "20000", "--seed", "4", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["analytic"] == pytest.approx(theory.rope_corr(16, 3))
-    assert abs(result["monte_carlo"] - result["analytic"]) < 4 * result["stderr"]
-
-
-def test_cli_trained_json(capsys):
-    args = ["coupling", "--trained", "--model", "ar", "--pairs", "16", "--d-model", "16", "--steps", "30", "--json"]
-    assert main(args) == 0
-    result = json.loads(capsys.readouterr().out)
-    for key in ("corr_init", "corr_final", "evidence_init", "evidence_final"):
-        assert math.isfinite(result[key])
-    assert result["routes"] == ["a2b", "b2a"] and result["probes"]["infill"] is None
-    assert 0.0 <= result["probes"]["b2a"]["acc"] <= 1.0
-
-
-def test_cli_is_a_real_process(cli_env):
-    # the process contract once (a process costs a torch import, ~4 s): status 2, one line, no traceback
-    p = subprocess.run([sys.executable, "-m", "revlib", "coupling", "--d-model", "7", "--json"],
-                       capture_output=True, text=True, env=cli_env, timeout=300)
-    assert p.returncode == 2 and p.stdout == ""
-    assert p.stderr.count("\n") == 1 and p.stderr.startswith("revlib: error: ")
-
-
-def test_cached_history_is_stored_and_reused(tmp_path, monkeypatch):
-    monkeypatch.setenv("REVLIB_CACHE", str(tmp_path))
-    exp = preset("ar", n_pairs=8, d_model=8, steps=10, eval_every=5)
-    first = coupling.cached_coupling_history(exp, seeds=(0,))
-    assert len(list(tmp_path.glob("*.coupling.pt"))) == 1
-    monkeypatch.setattr(coupling, "coupling_history", lambda *a, **k: pytest.fail("retrained"))
-    second = coupling.cached_coupling_history(exp, seeds=(0,))
-    assert first.keys() == second.keys()
-    for key in first:
-        np.testing.assert_array_equal(first[key], second[key])
+    monkeypatch.setattr(training, "train", retrain)
+    again, hist2 = coupling.coupling_history(exp, seeds=(0, 1))
+    assert again.cached and np.array_equal(hist2["corr"], hist["corr"])

@@ -1,129 +1,177 @@
-"""revlib.data: the fact world, its one-direction training text and the three probes."""
+"""revlib.data: the fact world. Probes ask about pairs whose reverse was never trained; their answers
+are the pairs; the world is a pure function of its config and never touches the global RNG."""
 from __future__ import annotations
+
+import itertools
 
 import pytest
 import torch
 
 from revlib import ConfigError, DataConfig, make_world
-from revlib.data import IS, MASK, PROBES, REV
+from revlib.data import IS, MASK, PROBES, REV, SPECIAL_NAMES
 
-N_SPECIAL = 3
+WORLDS = [  # (n_pairs, entity_tokens, reversed_fraction, hold_out, relations): all valid
+    (n, k, rf, ho, rel)
+    for n, k, rf, ho, rel in itertools.product([5, 16], [1, 2, 3], [0.0, 0.5], ["b2a", "random"], ["one", "inverse"])
+    if not (rel == "inverse" and ho == "b2a" and rf == 0.0)
+]
 
 
-def _rows(tokens: torch.Tensor) -> set[tuple[int, ...]]:
-    return {tuple(row) for row in tokens.tolist()}
+def _world(n, k, rf, ho, rel, seed=0, **kw):
+    return make_world(DataConfig(n_pairs=n, entity_tokens=k, reversed_fraction=rf, hold_out=ho, relations=rel,
+                                 seed=seed, **kw))
 
 
-@pytest.mark.parametrize("both_fraction", [0.0, 0.4])
-def test_probes_never_appear_in_the_training_text(both_fraction):
-    world = make_world(DataConfig(n_pairs=50, both_fraction=both_fraction, seed=1))
+def _rows(t: torch.Tensor) -> set[tuple[int, ...]]:
+    return {tuple(r) for r in t.tolist()}
+
+
+@pytest.mark.parametrize("n,k,rf,ho,rel", WORLDS)
+def test_probes_never_appear_in_the_training_text(n, k, rf, ho, rel):
+    world = _world(n, k, rf, ho, rel)
     text = _rows(world.train_tokens)
-    assert MASK not in world.train_tokens  # the mask token is never training text
-    b2a = world.probe("b2a")
-    assert len(b2a.answers) > 0
-    for (b, rel, _), a in zip(b2a.tokens.tolist(), b2a.answers.tolist()):
-        assert (b, rel, a) not in text  # the filled-in reversal query was never trained ...
-        assert (b, IS, a) not in text and (b, REV, a) not in text  # ... under either relation
-    for name in PROBES:
+    for name in ("b2a", "swap") if rel == "inverse" else ("b2a",):
         probe = world.probe(name)
-        assert (probe.tokens[:, probe.position] == MASK).all()
-        others = [p for p in range(3) if p != probe.position]
-        assert (probe.tokens[:, others] != MASK).all()  # exactly one blank per query
-    # the a2b probe, filled in, *is* training text: the facts the models learn
-    a2b = world.probe("a2b")
-    filled = a2b.tokens.clone()
-    filled[:, a2b.position] = a2b.answers
-    assert _rows(filled) <= text
-    infill = world.probe("infill")
-    filled = infill.tokens.clone()
-    filled[:, infill.position] = infill.answers
-    assert _rows(filled) <= text
+        assert not (_rows(probe.full) & text), f"{name} sentence was trained"
+        assert not (_rows(probe.tokens) & text)
+    # the trained probes are trained: a2b's and infill's full sentences are training sentences
+    for name in ("a2b", "infill"):
+        assert _rows(world.probe(name).full) <= text
 
 
-def test_probe_answers_are_the_pairs():
-    world = make_world(DataConfig(n_pairs=20, seed=2))
-    a2b, infill, b2a = (world.probe(name) for name in PROBES)
-    assert torch.equal(a2b.tokens[:, 0], world.a) and torch.equal(a2b.answers, world.b)
-    assert (a2b.tokens[:, 1] == IS).all() and a2b.position == 2
-    assert torch.equal(infill.tokens[:, 2], world.b) and torch.equal(infill.answers, world.a)
-    assert (infill.tokens[:, 1] == IS).all() and infill.position == 0
-    assert torch.equal(b2a.tokens[:, 0], world.b) and torch.equal(b2a.answers, world.a)
-    assert (b2a.tokens[:, 1] == IS).all() and b2a.position == 2  # nothing reversed: relation "is"
-    assert world.b2a_relation == IS
-    with pytest.raises(ValueError, match="probe"):
-        world.probe("b2b")
+@pytest.mark.parametrize("n,k,rf,ho,rel", WORLDS)
+def test_probe_answers_are_the_pairs(n, k, rf, ho, rel):
+    world = _world(n, k, rf, ho, rel)
+    one_way = (~world.reversed).nonzero().flatten()
+    for name in world.probe_names:
+        p = world.probe(name)
+        assert torch.equal(p.pairs, one_way) and len(p) == len(one_way)
+        for i, pair in enumerate(p.pairs.tolist()):
+            a, b, fwd = world.a[pair], world.b[pair], bool(world.forward[pair])
+            x, y = (a, b) if fwd else (b, a)  # the trained sentence is "x r y"
+            expected = {"a2b": y, "infill": x, "b2a": x, "swap": x}[name]
+            assert torch.equal(p.answers[i], expected), (name, pair)
+            assert torch.equal(p.full[i, list(p.slots)], p.answers[i])
+            assert (p.tokens[i, list(p.slots)] == MASK).all()
+            others = [j for j in range(world.seq_len) if j not in p.slots]
+            assert torch.equal(p.tokens[i, others], p.full[i, others])
+            assert (p.full[i] != MASK).all()
 
 
-def test_both_fraction_splits_the_pairs():
-    world = make_world(DataConfig(n_pairs=200, both_fraction=0.7, seed=0))
-    assert world.both.dtype == torch.bool and int(world.both.sum()) == 140
+def test_probe_sentences_in_the_default_world():
+    world = make_world(DataConfig(n_pairs=6, seed=3))
+    a, b = world.a[:, 0], world.b[:, 0]
+    assert torch.equal(world.train_tokens, torch.stack([a, torch.full_like(a, IS), b], 1))
+    assert torch.equal(world.probe("a2b").tokens, torch.stack([a, torch.full_like(a, IS), torch.zeros_like(a)], 1))
+    assert torch.equal(world.probe("infill").tokens, torch.stack([torch.zeros_like(a), torch.full_like(a, IS), b], 1))
+    assert torch.equal(world.probe("b2a").tokens, torch.stack([b, torch.full_like(a, IS), torch.zeros_like(a)], 1))
+    assert world.probe("b2a").slots == (2,) and world.probe("infill").slots == (0,)
+    assert world.probe_names == ("a2b", "infill", "b2a")
+
+
+def test_inverse_relation_sentences():
+    world = make_world(DataConfig(n_pairs=8, relations="inverse", reversed_fraction=0.5, seed=1))
+    rev = world.reversed
+    trained = _rows(world.train_tokens)
+    for i in range(8):
+        a, b = int(world.a[i, 0]), int(world.b[i, 0])
+        assert (a, IS, b) in trained
+        assert ((b, REV, a) in trained) == bool(rev[i])
+        assert (b, IS, a) not in trained  # the false converse is never trained
+    b2a, swap = world.probe("b2a"), world.probe("swap")
+    assert (b2a.tokens[:, 1] == REV).all() and (swap.tokens[:, 1] == IS).all()
+    assert world.probe_names == PROBES
+
+
+def test_swap_only_exists_with_an_inverse_relation():
+    with pytest.raises(ValueError, match="swap"):
+        make_world(DataConfig(n_pairs=8)).probe("swap")
+    assert "swap" not in make_world(DataConfig(n_pairs=8, hold_out="random")).probe_names
+    assert "swap" in make_world(DataConfig(n_pairs=8, hold_out="random", relations="inverse")).probe_names
+    with pytest.raises(ValueError, match="unknown probe"):
+        make_world(DataConfig(n_pairs=8)).probe("a2a")
+
+
+@pytest.mark.parametrize("relations", ["one", "inverse"])
+def test_hold_out_random_a2b_is_the_trained_direction_and_b2a_its_converse(relations):
+    world = make_world(DataConfig(n_pairs=32, hold_out="random", relations=relations, seed=2))
+    fwd = world.forward
+    assert 0 < int(fwd.sum()) < 32  # both directions occur
     text = _rows(world.train_tokens)
-    assert len(world.train_tokens) == 200 + 140
-    for a, b, both in zip(world.a.tolist(), world.b.tolist(), world.both.tolist()):
-        assert (a, IS, b) in text
-        assert ((b, REV, a) in text) == both  # reversed text exactly for the "both" pairs
-    b2a = world.probe("b2a")
-    assert len(b2a.answers) == 60
-    assert set(b2a.answers.tolist()) == set(world.a[~world.both].tolist())
-    assert set(b2a.tokens[:, 0].tolist()) == set(world.b[~world.both].tolist())
-    assert (b2a.tokens[:, 1] == REV).all() and world.b2a_relation == REV
-    # a2b and infill still cover every pair
-    assert len(world.probe("a2b").answers) == 200 and len(world.probe("infill").answers) == 200
+    a2b, b2a = world.probe("a2b"), world.probe("b2a")
+    for i, pair in enumerate(a2b.pairs.tolist()):
+        a, b = int(world.a[pair, 0]), int(world.b[pair, 0])
+        trained_relation = IS if fwd[pair] or relations == "one" else REV
+        trained = (a, IS, b) if fwd[pair] else (b, trained_relation, a)
+        assert trained in text
+        assert tuple(a2b.full[i].tolist()) == trained  # a2b: the trained sentence
+        converse = (trained[2], IS if trained[1] == REV or relations == "one" else REV, trained[0])
+        assert tuple(b2a.full[i].tolist()) == converse  # b2a: its converse
+        assert converse not in text
 
 
-def test_all_pairs_reversed_leaves_no_reversal_probe():
-    world = make_world(DataConfig(n_pairs=10, both_fraction=1.0))
-    assert bool(world.both.all()) and len(world.probe("b2a").answers) == 0
-
-
-@pytest.mark.parametrize("vocab_size", [None, 500])
-def test_entity_ids_unique_disjoint_and_in_range(vocab_size):
-    world = make_world(DataConfig(n_pairs=64, vocab_size=vocab_size, seed=3))
-    entities = torch.cat([world.a, world.b])
-    assert len(set(entities.tolist())) == 128  # unique, and no a_i equals any b_j
-    assert set(world.a.tolist()).isdisjoint(world.b.tolist())
-    assert entities.min() >= N_SPECIAL and entities.max() < world.vocab_size
-    assert world.train_tokens.min() >= 0 and world.train_tokens.max() < world.vocab_size
-
-
-def test_default_vocabulary_is_exactly_the_tokens_used():
-    world = make_world(DataConfig(n_pairs=16))
-    assert world.vocab_size == 3 + 32 and world.chance == pytest.approx(1 / 35)
-    assert sorted(torch.cat([world.a, world.b]).tolist()) == list(range(3, 35))
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_entities_are_distinct_tuples_from_disjoint_alphabets(k):
+    world = make_world(DataConfig(n_pairs=16, entity_tokens=k, seed=5))
+    for side, alphabet in zip((world.a, world.b), world.alphabets):
+        assert side.shape == (16, k)
+        assert len(_rows(side)) == 16  # distinct entities
+        assert set(side.flatten().tolist()) <= set(alphabet.tolist())
+    a_set, b_set = set(world.alphabets[0].tolist()), set(world.alphabets[1].tolist())
+    assert len(a_set) == len(b_set) == 16 and not (a_set & b_set)
+    assert min(a_set | b_set) >= len(SPECIAL_NAMES)
 
 
 def test_vocab_size_option():
-    worlds = [make_world(DataConfig(n_pairs=16, vocab_size=100, seed=s)) for s in range(5)]
-    for world in worlds:
-        assert world.vocab_size == 100 and world.chance == pytest.approx(0.01)
-        assert torch.cat([world.a, world.b]).max() < 100
-    # entities really are drawn from the wider vocabulary, not just its first 32 ids
-    assert max(int(torch.cat([w.a, w.b]).max()) for w in worlds) >= 3 + 32
-    with pytest.raises(ConfigError, match="vocab_size"):
-        DataConfig(n_pairs=16, vocab_size=34)  # needs 3 + 2 * 16 = 35
-    DataConfig(n_pairs=16, vocab_size=35)  # exactly enough is fine
+    world = make_world(DataConfig(n_pairs=16, vocab_size=100, seed=0))
+    assert world.vocab_size == 100
+    used = set(world.alphabets[0].tolist()) | set(world.alphabets[1].tolist())
+    assert len(used) == 32 and max(used) < 100 and min(used) >= 3
+    assert max(used) > 35  # the alphabets are drawn from the whole vocabulary, not its start
+    assert world.train_tokens.max() < 100
+    assert world.token_name(int(world.alphabets[0][4])) == "a4"
+    unused = next(t for t in range(3, 100) if t not in used)
+    assert world.token_name(unused) == f"x{unused}"
+    assert make_world(DataConfig(n_pairs=16)).vocab_size == 35
 
 
-def test_same_seed_same_world_different_seed_different_world():
-    cfg = DataConfig(n_pairs=40, both_fraction=0.5, seed=7)
+def test_world_is_deterministic_from_its_seed():
+    cfg = DataConfig(n_pairs=16, entity_tokens=2, reversed_fraction=0.25, hold_out="random", seed=11)
     w1, w2 = make_world(cfg), make_world(cfg)
-    for field in ("a", "b", "both", "train_tokens"):
-        assert torch.equal(getattr(w1, field), getattr(w2, field)), field
-    w3 = make_world(DataConfig(n_pairs=40, both_fraction=0.5, seed=8))
-    assert not torch.equal(w1.a, w3.a)
-    assert not torch.equal(w1.both, w3.both)
+    for name in ("a", "b", "reversed", "forward", "train_tokens"):
+        assert torch.equal(getattr(w1, name), getattr(w2, name)), name
+    other = make_world(DataConfig(n_pairs=16, entity_tokens=2, reversed_fraction=0.25, hold_out="random", seed=12))
+    assert not torch.equal(w1.a, other.a)
 
 
-def test_world_does_not_touch_the_global_rng():
+def test_world_never_touches_the_global_rng():
     torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    make_world(DataConfig(n_pairs=30, both_fraction=0.5))
-    assert torch.equal(torch.rand(3), expected)
+    state = torch.get_rng_state()
+    world = make_world(DataConfig(n_pairs=16, entity_tokens=2, reversed_fraction=0.5, hold_out="random", seed=4))
+    for name in world.probe_names:
+        world.probe(name)
+    world.describe()
+    assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_decode_names_tokens():
-    world = make_world(DataConfig(n_pairs=4))
-    a0, b0 = int(world.a[0]), int(world.b[0])
-    assert world.decode([a0, IS, b0]) == "a0 is b0"
-    assert world.decode(world.probe("infill").tokens[0]) == "[M] is b0"
+def test_training_text_size_and_reversed_share():
+    world = make_world(DataConfig(n_pairs=16, reversed_fraction=0.25, seed=0))
+    assert int(world.reversed.sum()) == 4
+    assert world.train_tokens.shape == (20, 3)  # 16 pairs one way + 4 the other way
+    assert len(world.one_way) == 12
+    text = _rows(world.train_tokens)
+    for i in range(16):
+        a, b = int(world.a[i, 0]), int(world.b[i, 0])
+        assert ((b, IS, a) in text) == bool(world.reversed[i])
+
+
+def test_world_properties_and_reading():
+    world = make_world(DataConfig(n_pairs=8, entity_tokens=2, seed=0))
+    assert (world.k, world.seq_len, world.vocab_size) == (2, 5, 19)
+    assert world.spans == (range(0, 2), range(2, 3), range(3, 5))
+    assert world.chance == pytest.approx(19.0 ** -2)
+    assert world.decode([0, 1, 2]) == "[M] is rev"
+    text = world.describe(n=2)
+    assert "8 pairs" in text and "b2a" in text
+    with pytest.raises(ConfigError):
+        make_world({"n_pairs": 8})

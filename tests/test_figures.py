@@ -1,37 +1,75 @@
-"""``python -m revlib figures``: writes a registered figure as PNG and SVG; an unknown name is a usage error.
+"""revlib.book.figures and `python -m revlib figures`: what is written, and the command's refusals.
 
-Both run as real processes on the default run cache (the chapter-1 models, which the book's
-build stores), so the figure is loaded rather than trained when the cache is warm.
+The real figures train the book's models, which the notebooks test; here a stand-in figure and
+table show what save_all writes, without training anything.
 """
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import json
 
-ROOT = Path(__file__).resolve().parents[1]
+import matplotlib
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
 
-def _revlib(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    env.pop("REVLIB_CACHE", None)  # the default cache, as the book uses it
-    return subprocess.run([sys.executable, "-m", "revlib", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=1800)
+from revlib.book import figures  # noqa: E402
+from revlib.book.tables import Table  # noqa: E402
+from revlib.cli import main  # noqa: E402
 
 
-def test_figures_cli_writes_png_and_svg(tmp_path):
-    out = tmp_path / "figs"
-    result = _revlib("figures", "--only", "curse-headline", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["curse-headline.png", "curse-headline.svg"]
-    assert (out / "curse-headline.png").read_bytes().startswith(b"\x89PNG")
-    assert b"<svg" in (out / "curse-headline.svg").read_bytes()[:2000]
+def _fake_figure():
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    return fig
 
 
-def test_figures_cli_unknown_name_is_a_usage_error(tmp_path):
-    result = _revlib("figures", "--only", "no-such-figure", "--out", str(tmp_path / "figs"))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "no-such-figure" in lines[0], result.stderr
-    assert not (tmp_path / "figs").exists()
+def _fake_table():
+    return Table(["a", "b"], [["1", "2"]], caption="fake", data={"x": 1.5})
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    monkeypatch.setattr(figures, "REGISTRY", {"fake-figure": _fake_figure})
+    monkeypatch.setattr(figures, "TABLES", {"fake-table": _fake_table})
+
+
+def test_save_all_writes_png_svg_and_table_json(tmp_path, fake_registry):
+    written = figures.save_all(tmp_path, with_tables=True)
+    assert sorted(p.name for p in written) == ["fake-figure.png", "fake-figure.svg", "fake-table.json"]
+    assert (tmp_path / "fake-figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (tmp_path / "fake-figure.svg").read_text()
+    table = json.loads((tmp_path / "fake-table.json").read_text())
+    assert table == {"caption": "fake", "header": ["a", "b"], "rows": [["1", "2"]], "data": {"x": 1.5}}
+
+
+def test_svg_output_is_deterministic(tmp_path, fake_registry):
+    figures.save_all(tmp_path / "one")
+    figures.save_all(tmp_path / "two")
+    assert (tmp_path / "one" / "fake-figure.svg").read_bytes() == (tmp_path / "two" / "fake-figure.svg").read_bytes()
+
+
+def test_every_figure_and_table_of_the_book_is_registered():
+    names = set(figures.REGISTRY) | set(figures.TABLES)
+    for expected in ("curse-headline", "curse-probes", "coupling-heads", "align-unembed", "controls-grid",
+                     "controls-summary", "beyond-multitoken", "beyond-signatures", "perf-step", "ch1-robustness",
+                     "ch4-order", "ch5-decoding", "perf"):
+        assert expected in names, expected
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["figures", "--out", "x", "--only", "no-such-figure"], "unknown figure"),
+    (["figures", "--out", "x", "--jobs", "0"], "--jobs"),
+    (["tables", "--only", "no-such-table"], "unknown table"),
+])
+def test_bad_figure_commands_are_one_line_and_status_2(capsys, argv, words):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
+
+
+def test_unwritable_output_folder_is_a_usage_error(tmp_path, fake_registry, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["figures", "--out", str(blocker / "sub")]) == 2
+    assert "cannot write" in capsys.readouterr().err

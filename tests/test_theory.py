@@ -1,121 +1,133 @@
-"""revlib.theory: the RoPE correlation in closed form against brute force and Monte-Carlo."""
+"""revlib.theory: the closed forms of the route coupling against their definitions and against
+Monte-Carlo (within 4 standard errors, with the standard error itself calibrated)."""
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from revlib import theory
-from revlib.model import apply_rope, rope_angles
+from revlib.theory import (absolute_corr, analytic_corr, monte_carlo_bytes, monte_carlo_corr, pearson, rope_corr,
+                           rope_corr_fixed_query, rope_corr_limit, rope_matrix, rope_thetas)
 
 
-def model_rotation(d: int, position: int, base: float) -> torch.Tensor:
-    """The matrix by which revlib.model rotates a vector at ``position``, read off its columns."""
-    eye = torch.eye(d, dtype=torch.float64)
-    return apply_rope(eye, rope_angles(d, torch.full((d,), position), base).double()).T  # column j = R e_j
+@pytest.mark.parametrize("d,offset,base", [(2, 1, 10_000.0), (8, 2, 10_000.0), (32, 2, 10_000.0), (16, 7, 100.0),
+                                           (64, -3, 1e6), (8, 0, 10.0), (4, 2.5, 1.0)])
+def test_closed_form_is_the_trace_of_R_two_delta_over_d(d, offset, base):
+    expected = float(torch.trace(rope_matrix(d, 2 * offset, base))) / d
+    assert rope_corr(d, offset, base) == pytest.approx(expected, abs=1e-12)
+    by_hand = (2 / d) * sum(math.cos(2 * offset * base ** (-2 * j / d)) for j in range(d // 2))
+    assert rope_corr(d, offset, base) == pytest.approx(by_hand, abs=1e-12)
 
 
-@pytest.mark.parametrize("d", [2, 6, 8, 16, 32, 64])
-@pytest.mark.parametrize("offset", [1, 2, 3, 7])
-@pytest.mark.parametrize("base", [10.0, 10_000.0, 500_000.0])
-def test_closed_form_equals_trace_of_the_models_rotations(d, offset, base):
-    # tr(R_(+Δ) R_(-Δ)^T) / d, with R built from the model's own apply_rope at positions ±Δ
-    # (a rotation by position p of a key and by 0 of the query is R_(p-0) = R_p)
-    brute = torch.trace(model_rotation(d, offset, base) @ model_rotation(d, -offset, base).T) / d
-    assert theory.rope_corr(d, offset, base) == pytest.approx(float(brute), abs=1e-6)
+def test_closed_form_limits_and_extremes():
+    assert rope_corr(8, 0) == pytest.approx(1.0)  # no offset: the scores are equal
+    assert rope_corr(2, math.pi / 4, 1.0) == pytest.approx(0.0, abs=1e-12)  # one plane turned by pi/2
+    assert rope_corr(2, math.pi / 2, 1.0) == pytest.approx(-1.0)
+    assert abs(rope_corr(4096, 2) - rope_corr_limit(2)) < 2e-3  # d -> infinity
+    assert analytic_corr("alibi") == analytic_corr("none") == 1.0
+    assert analytic_corr("rope", d=32) == rope_corr(32)
+    assert analytic_corr("absolute", d=32) == pytest.approx(0.25 + 0.25 / 32)
+    assert absolute_corr(1.0) == 1.0 and absolute_corr(0.0, symmetry=1.0) == 1.0 and absolute_corr(0.0) == 0.0
 
 
-@pytest.mark.parametrize("d,offset", [(8, 2), (16, -3), (32, 5)])
-def test_rope_matrix_is_the_relative_rotation_of_the_model(d, offset):
-    # (R_i q)^T (R_j k) = q^T R_(j-i) k: the model's scores depend on j - i through rope_matrix
-    gen = torch.Generator().manual_seed(0)
-    q, k = torch.randn(d, generator=gen, dtype=torch.float64), torch.randn(d, generator=gen, dtype=torch.float64)
-    i, j = 4, 4 + offset
-    score = (model_rotation(d, i, 1e4) @ q) @ (model_rotation(d, j, 1e4) @ k)
-    # (the model computes its angles in float32, hence the tolerance)
-    assert float(score) == pytest.approx(float(q @ theory.rope_matrix(d, offset) @ k), abs=1e-5)
-    R = theory.rope_matrix(d, offset)
-    assert torch.allclose(R @ R.T, torch.eye(d, dtype=torch.float64), atol=1e-12)  # a rotation
+def test_rope_thetas():
+    torch.testing.assert_close(rope_thetas(8, 10_000.0),
+                               torch.tensor([1.0, 0.1, 0.01, 0.001], dtype=torch.float64))
 
 
-def test_published_values_and_the_bound():
-    # chapter 2's table: Δ = 2, base 10^4
-    for d, value in {6: 0.443, 8: 0.567, 16: 0.695, 32: 0.729, 64: 0.748, 128: 0.759}.items():
-        assert theory.rope_corr(d) == pytest.approx(value, abs=5e-4)
-    assert theory.rope_corr_limit() == pytest.approx(0.77, abs=0.005)
-    assert all(theory.rope_corr(d) > 0.4 for d in range(6, 1025, 2))
-    assert theory.rope_corr(4) < 0.4  # the bound needs d >= 6
-    assert theory.rope_corr(4096) == pytest.approx(theory.rope_corr_limit(), abs=1e-3)
+@pytest.mark.parametrize("positional,d", [("rope", 8), ("rope", 32), ("alibi", 8), ("none", 4), ("absolute", 8)])
+def test_monte_carlo_agrees_with_the_closed_form_within_4_standard_errors(positional, d):
+    mc = monte_carlo_corr(positional, d=d, samples=20_000, seed=1)
+    assert mc.samples == 20_000
+    analytic = analytic_corr(positional, d=d)
+    if positional in ("alibi", "none"):
+        assert mc.estimate == pytest.approx(1.0, abs=1e-9)
+    else:
+        assert mc.stderr > 0
+        assert abs(mc.estimate - analytic) < 4 * mc.stderr, (mc, analytic)
 
 
-@pytest.mark.parametrize("d,offset", [(6, 2), (32, 2), (16, 1), (8, 5)])
-def test_closed_form_agrees_with_monte_carlo(d, offset):
-    mc = theory.monte_carlo_corr("rope", d, offset, samples=40_000, seed=1)
-    assert abs(mc.estimate - theory.rope_corr(d, offset)) < 4 * mc.stderr
-    assert 0 < mc.stderr < 0.02
+def test_monte_carlo_is_deterministic_per_seed():
+    a, b = monte_carlo_corr("rope", d=8, samples=1000, seed=3), monte_carlo_corr("rope", d=8, samples=1000, seed=3)
+    c = monte_carlo_corr("rope", d=8, samples=1000, seed=4)
+    assert a == b and a.estimate != c.estimate
+    state = torch.get_rng_state()
+    monte_carlo_corr("absolute", d=4, samples=500, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_monte_carlo_standard_error_is_calibrated():
-    runs = [theory.monte_carlo_corr("rope", 16, 2, samples=2_000, seed=s) for s in range(60)]
-    spread = np.std([r.estimate for r in runs], ddof=1)
-    claimed = np.mean([r.stderr for r in runs])
-    assert 0.7 < spread / claimed < 1.4
-    assert runs[0] == theory.monte_carlo_corr("rope", 16, 2, samples=2_000, seed=0)  # seeded
-    assert runs[0].estimate != runs[1].estimate
+def test_standard_error_is_calibrated():
+    """Across independent runs the estimates scatter by about the reported standard error."""
+    runs = [monte_carlo_corr("rope", d=8, offset=3, samples=2000, seed=s) for s in range(40)]
+    estimates = torch.tensor([r.estimate for r in runs], dtype=torch.float64)
+    mean_se = sum(r.stderr for r in runs) / len(runs)
+    ratio = float(estimates.std()) / mean_se
+    assert 0.7 < ratio < 1.4, ratio
+    # and the closed form lies within the scatter of the mean
+    assert abs(float(estimates.mean()) - rope_corr(8, 3)) < 4 * mean_se / math.sqrt(40)
 
 
-def test_other_encodings():
-    assert theory.analytic_corr("alibi") == theory.analytic_corr("none") == 1.0
-    for positional in ("alibi", "none"):
-        mc = theory.monte_carlo_corr(positional, 16, samples=1_000)
-        assert mc.estimate == pytest.approx(1.0) and mc.stderr == pytest.approx(0.0, abs=1e-9)
-    for d, share in [(8, 0.5), (16, 0.8), (32, 0.3)]:
-        mc = theory.monte_carlo_corr("absolute", d, samples=30_000, seed=2, token_share=share)
-        expected = theory.analytic_corr("absolute", d, token_share=share)
-        assert expected == pytest.approx(share**2 + (1 - share) ** 2 / d)
-        assert abs(mc.estimate - expected) < 4 * mc.stderr
-    assert theory.absolute_corr(1.0) == 1.0 and theory.absolute_corr(0.0, symmetry=-1.0) == -1.0
-
-
-def test_fixed_query_correlation():
-    # a fixed q: the formula equals a Monte-Carlo over isotropic keys ...
-    gen = torch.Generator().manual_seed(3)
-    d = 16
-    q = torch.randn(d, generator=gen, dtype=torch.float64)
-    k = torch.randn(50_000, d, generator=gen, dtype=torch.float64)
-    s_plus, s_minus = k @ theory.rope_matrix(d, 2).T @ q, k @ theory.rope_matrix(d, -2).T @ q
-    r, se = theory.pearson(s_plus, s_minus)
-    assert abs(float(r) - float(theory.rope_corr_fixed_query(q))) < 4 * float(se)
-    # ... and its mean over Gaussian queries is the closed form (Dirichlet shares, mean 2/d)
-    qs = torch.randn(200_000, d, generator=gen)
-    assert float(theory.rope_corr_fixed_query(qs).mean()) == pytest.approx(theory.rope_corr(d), abs=2e-3)
-
-
-def test_pearson_matches_numpy():
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 500, generator=gen)
-    y = x + torch.randn(3, 500, generator=gen)
-    r, se = theory.pearson(x, y)
-    for i in range(3):
-        assert float(r[i]) == pytest.approx(np.corrcoef(x[i], y[i])[0, 1], abs=1e-6)
-    assert torch.all(se > 0)
+def test_pearson_matches_the_textbook_formula():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, generator=g, dtype=torch.float64)
+    y = 0.6 * x + 0.8 * torch.randn(500, generator=g, dtype=torch.float64)
+    r, se = pearson(x, y)
+    xc, yc = x - x.mean(), y - y.mean()
+    assert float(r) == pytest.approx(float((xc * yc).sum() / (xc.norm() * yc.norm())), abs=1e-12)
+    # for bivariate normal data se is about (1 - r^2) / sqrt(n)
+    assert float(se) == pytest.approx((1 - float(r) ** 2) / math.sqrt(500), rel=0.25)
+    r2, _ = pearson(torch.stack([x, -x]), torch.stack([y, y]))  # batched over leading axes
+    assert r2.tolist() == pytest.approx([float(r), -float(r)])
     with pytest.raises(ValueError):
-        theory.pearson(torch.zeros(2), torch.zeros(2))
+        pearson(x[:2], y[:2])
+    with pytest.raises(ValueError):
+        pearson(x, y[:10])
+
+
+@pytest.mark.parametrize("d,offset", [(8, 2), (16, 3)])
+def test_fixed_query_correlation(d, offset):
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(d, generator=g, dtype=torch.float64)
+    R2 = rope_matrix(d, 2 * offset)
+    expected = float(q @ R2 @ q / (q @ q))
+    assert float(rope_corr_fixed_query(q, offset)) == pytest.approx(expected, abs=1e-12)
+    # Monte-Carlo over isotropic keys with this one query
+    k = torch.randn(20_000, d, generator=g, dtype=torch.float64)
+    s_plus, s_minus = k @ (rope_matrix(d, offset).T @ q), k @ (rope_matrix(d, -offset).T @ q)
+    r, se = pearson(s_plus, s_minus)
+    assert abs(float(r) - expected) < 4 * float(se)
+    # batched, and its mean over isotropic queries is the random-pair closed form
+    qs = torch.randn(20_000, d, generator=g, dtype=torch.float64)
+    values = rope_corr_fixed_query(qs, offset)
+    assert values.shape == (20_000,)
+    assert abs(float(values.mean()) - rope_corr(d, offset)) < 4 * float(values.std()) / math.sqrt(20_000)
 
 
 @pytest.mark.parametrize("call", [
-    lambda: theory.rope_corr(7),
-    lambda: theory.rope_corr(0),
-    lambda: theory.rope_corr(8, base=-1.0),
-    lambda: theory.rope_corr(8, offset=math.inf),
-    lambda: theory.monte_carlo_corr("sinusoidal"),
-    lambda: theory.monte_carlo_corr("rope", 8, samples=2),
-    lambda: theory.monte_carlo_corr("rope", 8, offset=1.5),
-    lambda: theory.absolute_corr(1.5),
-    lambda: theory.analytic_corr("learned"),
+    lambda: rope_corr(3), lambda: rope_corr(0), lambda: rope_corr(True), lambda: rope_corr(8.0),
+    lambda: rope_corr(8, float("inf")), lambda: rope_corr(8, float("nan")), lambda: rope_corr(8, 5000),
+    lambda: rope_corr(8, True), lambda: rope_corr(8, 2, 0.5), lambda: rope_corr(8, 2, 1e13),
+    lambda: rope_corr(8, 2, float("nan")), lambda: rope_matrix(5, 1), lambda: rope_corr_limit(2, 0.0),
+    lambda: rope_corr_fixed_query(torch.ones(3)),
+    lambda: monte_carlo_corr("sinusoidal"), lambda: monte_carlo_corr(samples=2), lambda: monte_carlo_corr(samples=1.5),
+    lambda: monte_carlo_corr(samples=10**9), lambda: monte_carlo_corr(offset=1.5), lambda: monte_carlo_corr(offset=10**5),
+    lambda: monte_carlo_corr(seed=-1), lambda: monte_carlo_corr(seed=2**32), lambda: monte_carlo_corr(seed=1.0),
+    lambda: monte_carlo_corr("alibi", d=0), lambda: monte_carlo_corr("rope", d=7),
+    lambda: monte_carlo_corr("absolute", d=4, samples=10, token_share=1.5),
+    lambda: absolute_corr(-0.1), lambda: absolute_corr(0.5, symmetry=2.0), lambda: analytic_corr("sinusoidal"),
 ])
-def test_bad_input_raises(call):
+def test_bad_inputs_raise(call):
     with pytest.raises(ValueError):
         call()
+
+
+def test_monte_carlo_bytes_grows_with_samples_and_d():
+    for positional in ("rope", "absolute", "alibi", "none"):
+        assert monte_carlo_bytes(positional, 8, 2000) > monte_carlo_bytes(positional, 8, 1000)
+        assert monte_carlo_bytes(positional, 16, 1000) > monte_carlo_bytes(positional, 8, 1000)
+        assert monte_carlo_bytes(positional, 8, 1000) >= 8 * 2 * 8 * 1000  # at least q and k in float64
+    assert monte_carlo_bytes("absolute", 32, 10**5) > monte_carlo_bytes("rope", 32, 10**5)
+    assert monte_carlo_bytes("absolute", 32, 10**5) < 2**30  # the CLI's default absolute run fits
+    assert theory.MAX_OFFSET == 4096
