@@ -6,6 +6,8 @@ The experiment (``config``, ``data``, ``model``, ``objectives``, ``training``, `
 exercises and one module of recipes per chapter). ``python -m revlib`` runs the book's
 experiments from the shell.
 """
+from . import cache  # first: it fingerprints the source of the modules imported next, as they are now
+from .cache import cached_train
 from .config import ConfigError, DataConfig, Experiment, ModelConfig, TrainConfig, preset
 from .data import FactWorld, make_world
 from .measure import evaluate
@@ -15,4 +17,5 @@ from .training import Run, TrainingDiverged, train
 __all__ = [
     "ConfigError", "DataConfig", "Experiment", "ModelConfig", "TrainConfig", "preset",
     "FactWorld", "make_world", "evaluate", "Transformer", "build_model", "Run", "TrainingDiverged", "train",
+    "cached_train",
 ]

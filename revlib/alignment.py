@@ -35,7 +35,7 @@ from .model import Transformer
 from .gradients import (block_dots, check_facts, cosines, fact_gradients, mean_over_facts, objective_gradient,
                         parameters, probe_gradient, probe_loss, residual_delta, Bound, inputs_of, reads_of)
 
-SOURCE = {"mdm": "infill", "ar": "a2b", "suffix": "a2b"}  # the probe loss each objective lowers directly
+SOURCE = {"mdm": "infill", "prefix": "infill", "ar": "a2b", "suffix": "a2b"}  # the probe loss each objective lowers directly
 DEFAULT_ETAS = tuple(float(x) for x in np.logspace(-4, 1, 11))  # step sizes of the first-order test
 
 

@@ -71,8 +71,9 @@ class _Capture(TorchDispatchMode):
 def _fresh(x):
     """A tensor like x (same shape, dtype and strides) with new contents; other values unchanged."""
     if isinstance(x, torch.Tensor):
-        if x.dtype.is_floating_point:
-            return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype).normal_()
+        if x.dtype.is_floating_point:  # the same layout (expanded inputs share memory), new numbers
+            n = x.untyped_storage().nbytes() // x.element_size()
+            return torch.randn(n, dtype=x.dtype).as_strided(x.shape, x.stride(), x.storage_offset())
         return x.clone()
     if isinstance(x, (list, tuple)):
         return type(x)(_fresh(v) for v in x)

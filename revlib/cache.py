@@ -3,9 +3,10 @@ benchmark. Re-running a chapter, or returning a slider to a setting already seen
 
 **Keys.** An entry is keyed by what produced it: a kind ("run", "coupling-history", ...), the
 complete configuration (experiment, seeds and any options), the torch version and a
-fingerprint of the source of the library modules that *produce numbers* (everything in
-``revlib/`` except the presentation sub-package ``revlib/book/``): editing a figure's colour
-keeps every entry, editing the model or the trainer invalidates them all.
+fingerprint of the source of the library modules that *produce* that kind of entry
+(``MODULES``): editing a figure's colour (``revlib/book``) or the CLI keeps every entry, editing
+the alignment analysis keeps the trained runs, editing the model or the trainer invalidates
+them all.
 
 **Integrity.** An entry file is a header, the sha256 of its body and the body (``torch.save``
 bytes, loaded with ``weights_only=True``). A load verifies the checksum and the stored key;
@@ -42,13 +43,32 @@ STALE_SECONDS = 24 * 3600  # a temporary file this old belongs to no live writer
 PACKAGE = Path(__file__).resolve().parent
 
 
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """sha256 over the source of the modules that produce numbers (``revlib/*.py``; not ``revlib/book``)."""
+# The modules whose source decides each kind of entry: editing one invalidates exactly the
+# entries it can change. Presentation (revlib/book), the CLI, sweeps and the text probes
+# compute nothing that is stored, so they are in no list.
+RUN_MODULES = ("config", "data", "model", "objectives", "training", "measure", "cache")
+ANALYSIS_MODULES = RUN_MODULES + ("theory", "coupling", "gradients", "alignment")
+MODULES = {"run": RUN_MODULES, "coupling-history": RUN_MODULES + ("theory", "coupling"),
+           "alignment-trace": RUN_MODULES + ("gradients", "alignment"), "bench": ANALYSIS_MODULES + ("bench",)}
+
+
+def _read_sources() -> dict[str, bytes]:
+    return {name: (PACKAGE / f"{name}.py").read_bytes() for name in sorted(set(ANALYSIS_MODULES) | {"bench"})}
+
+
+# Read once, when revlib is imported: the fingerprint describes the code this process runs,
+# even if the files change on disk while it works.
+SOURCES = _read_sources()
+
+
+@functools.lru_cache(maxsize=None)
+def code_fingerprint(modules: tuple[str, ...] = ANALYSIS_MODULES) -> str:
+    """sha256 over the source of the given modules of revlib (never revlib/book: presentation),
+    as they were when revlib was imported."""
     h = hashlib.sha256()
-    for path in sorted(PACKAGE.glob("*.py")):
-        h.update(path.name.encode())
-        h.update(path.read_bytes())
+    for name in sorted(modules):
+        h.update(name.encode())
+        h.update(SOURCES[name] if name in SOURCES else (PACKAGE / f"{name}.py").read_bytes())
     return h.hexdigest()
 
 
@@ -64,9 +84,10 @@ def cache_dir() -> Path | None:
 
 
 def cache_key(kind: str, config: dict) -> str:
-    """The key of an entry: kind, configuration, format, torch version and code fingerprint."""
+    """The key of an entry: kind, configuration, format, torch version and the fingerprint of the
+    modules that produce that kind (``MODULES``; any other kind: every analysis module)."""
     blob = json.dumps({"kind": kind, "config": config, "format": FORMAT, "torch": torch.__version__,
-                       "code": code_fingerprint()}, sort_keys=True, default=str)
+                       "code": code_fingerprint(MODULES.get(kind, ANALYSIS_MODULES))}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 
@@ -122,7 +143,7 @@ def write_atomic(path: Path, data: bytes) -> None:
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: beyond any pid, so no such process
         return False
     except (PermissionError, OSError):
         return True

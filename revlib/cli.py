@@ -61,7 +61,7 @@ def _flag_value(text: str) -> bool:
 
 # flag -> (config field, parse one value, help). Parsed values default to None: "not given".
 TRAIN_OPTIONS = {
-    "objective": ("objective", str, "ar (next token) | suffix (mask the last entity) | mdm (any-order masking)"),
+    "objective": ("objective", str, "ar (next token) | suffix (mask the last entity) | prefix (the first) | mdm (any-order masking)"),
     "attention": ("attention", str, "causal | bidirectional (default: causal for ar, else bidirectional)"),
     "positional": ("positional", str, "rope | absolute | alibi | none"),
     "rope-base": ("rope_base", _number, "RoPE base (theta_k = base^(-2k/d))"),
@@ -87,7 +87,7 @@ TRAIN_OPTIONS = {
     "t-min": ("t_min", _number, "masked objectives: smallest masking rate"),
     "masking": ("masking", str, "token | span (whole entities)"),
     "freeze": ("freeze", str, "none | qk (W_Q, W_K stay at initialisation)"),
-    "project-out": ("project_out", str, "none | b2a (remove the part of each OV update that lowers l_b2a)"),
+    "project-out": ("project_out", str, "none | b2a (remove from each OV update its part along the b2a gradient) | b2a-all (from each whole update)"),
     "eval-every": ("eval_every", _integer, "steps between evaluations"),
 }
 ALIASES = {"both-fraction": "reversed-fraction"}  # the first edition's name
@@ -235,13 +235,16 @@ def cmd_sweep(args) -> int:
         raise UsageError(f"argument --seeds: between 1 and 64 seeds, got {args.seeds}")
     base = preset(name, **overrides)
     start = base.train.seed
-    rows = sweep(base, axes, seeds=range(start, start + args.seeds), progress=not args.json)
+    rows = sweep(base, axes, seeds=range(start, start + args.seeds), progress=not args.json, skip_invalid=args.skip_invalid)
     if args.json:
         emit_json({"preset": name, "axes": {k: v for k, v in axes.items()}, "seeds": list(range(start, start + args.seeds)),
                    "rows": [r.to_json() for r in rows]})
         return 0
     for r in rows:
         values = ", ".join(f"{k}={v}" for k, v in r.values.items())
+        if r.refused:
+            print(f"{values}: refused ({r.refused})")
+            continue
         print(f"{values}: {r.summary['n_seeds']} seeds, {r.summary['failed']} failed to learn the trained direction")
         for probe, m in r.summary["probes"].items():
             if m is None:
@@ -288,7 +291,8 @@ def cmd_coupling(args) -> int:
         raise UsageError(f"argument --{given[0]}: applies to --trained only; the closed form takes --positional, "
                          "--d-model, --heads, --offset, --base, --samples, --seed")
     positional = _given(args, "positional") or "rope"
-    d_model, heads = _given(args, "d-model") or 32, _given(args, "heads") or 1
+    d_model = 32 if _given(args, "d-model") is None else _given(args, "d-model")  # 0 is an error, not "unset"
+    heads = 1 if _given(args, "heads") is None else _given(args, "heads")
     offset = 2 if args.offset is None else args.offset
     base = 10_000.0 if args.base is None else args.base
     samples = 100_000 if args.samples is None else args.samples
@@ -394,13 +398,15 @@ def cmd_figures(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no window
-    from .book.figures import REGISTRY, save_all
+    from .book.figures import REGISTRY, TABLES, save_all
 
-    unknown = [n for n in (args.only or []) if n not in REGISTRY]
+    unknown = [n for n in (args.only or []) if n not in REGISTRY and n not in TABLES]
     if unknown:
-        raise UsageError(f"unknown figure {unknown[0]!r}; choose from {', '.join(REGISTRY)}")
+        raise UsageError(f"unknown figure {unknown[0]!r}; choose from {', '.join(list(REGISTRY) + list(TABLES))}")
+    if not 1 <= args.jobs <= 8:
+        raise UsageError(f"argument --jobs: between 1 and 8 processes, got {args.jobs}")
     try:
-        written = save_all(args.out, args.only)
+        written = save_all(args.out, args.only, jobs=args.jobs, with_tables=args.tables)
     except OSError as err:
         raise UsageError(f"cannot write to {args.out}: {err.strerror or err}") from None
     for path in written:
@@ -442,6 +448,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("sweep", "train every value of one or more axes with N seeds and print the spread", cmd_sweep)
     _add_train_options(p, as_lists=True)
     p.add_argument("--seeds", type=_integer, default=8, help="seeds per value (default 8), starting at --seed")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="report impossible cells of the grid (e.g. ar with bidirectional attention) instead of refusing the sweep")
     p.add_argument("--json", action="store_true", help="print one JSON object with a list of rows")
 
     p = command("coupling", "attention-score coupling: closed form vs Monte-Carlo, or --trained", cmd_coupling)
@@ -465,9 +473,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-reference", action="store_true", help="skip the plain-PyTorch reference")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = command("figures", "write the book's figures as PNG and SVG (for slides)", cmd_figures)
+    p = command("figures", "write the book's figures as PNG and SVG (for slides), and with --tables its tables", cmd_figures)
     p.add_argument("--out", required=True, help="folder to write NAME.png and NAME.svg into")
     p.add_argument("--only", nargs="+", metavar="NAME", help="just these figures")
+    p.add_argument("--jobs", type=_integer, default=1,
+                   help="draw the chapters in this many processes (one torch thread each; 2 on a 2-core machine)")
+    p.add_argument("--tables", action="store_true", help="also write every table of the book as NAME.json")
 
     p = command("tables", "print the book's result tables (every experiment of every chapter)", cmd_tables)
     p.add_argument("--only", nargs="+", metavar="NAME", help="just these tables")

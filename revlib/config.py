@@ -10,7 +10,8 @@ Three choices that the first edition fused into "ar" and "mdm" are separate here
 =============  ==========================================================================
 ``objective``  ``ar`` (next token), ``suffix`` (masked, but only the last entity of a
                training sentence is ever masked: the ARM's task posed to an encoder),
-               ``mdm`` (any-order masking)
+               ``prefix`` (its mirror: only the first entity is masked, so only ``infill``
+               is trained), ``mdm`` (any-order masking)
 ``attention``  ``causal`` or ``bidirectional`` (``ar`` needs ``causal``: with
                bidirectional attention the next token is in its own context)
 positions      ``rope``, learned ``absolute``, ``alibi`` or ``none``
@@ -25,7 +26,7 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields, replace
 
-OBJECTIVES = ("ar", "suffix", "mdm")
+OBJECTIVES = ("ar", "suffix", "prefix", "mdm")
 ATTENTIONS = ("causal", "bidirectional")
 POSITIONALS = ("rope", "absolute", "alibi", "none")
 MLPS = ("none", "gelu", "swiglu")
@@ -33,7 +34,7 @@ NORMS = ("none", "layernorm", "rmsnorm")
 SCHEDULES = ("cosine", "constant")
 MASKINGS = ("token", "span")
 FREEZES = ("none", "qk")
-PROJECT_OUTS = ("none", "b2a")
+PROJECT_OUTS = ("none", "b2a", "b2a-all")
 HOLD_OUTS = ("b2a", "random")
 RELATIONS = ("one", "inverse")
 
@@ -249,7 +250,7 @@ class DataConfig:
 class TrainConfig:
     """How a model is trained (revlib.training); ``objective`` picks the loss (revlib.objectives)."""
 
-    objective: str = "mdm"  # "ar" | "suffix" | "mdm"
+    objective: str = "mdm"  # "ar" | "suffix" | "prefix" | "mdm"
     steps: int = 300
     lr: float = 0.1  # Adam, each tensor's step scaled by its initial entry size
     schedule: str = "cosine"  # "cosine" decay to lr/10, or "constant"
@@ -258,7 +259,7 @@ class TrainConfig:
     t_min: float = 0.05  # masked objectives: floor on the masking rate t, so 1/t stays bounded
     masking: str = "token"  # "token": each token masked alone; "span": whole entities together
     freeze: str = "none"  # "qk": W_Q, W_K stay at their initial values (routes never learned)
-    project_out: str = "none"  # "b2a": remove the part of every OV update that lowers l_b2a
+    project_out: str = "none"  # "b2a": remove the part of every OV update along ∇l_b2a; "b2a-all": of every update
     eval_every: int = 25  # probe metrics go into the history every this many steps
     seed: int = 0  # initialisation and training randomness (masks, batches)
 
@@ -279,11 +280,11 @@ class TrainConfig:
         if self.batch_size is not None:
             object.__setattr__(self, "batch_size", as_int("batch_size", self.batch_size, 1, 10**7))
         if self.objective == "ar" and self.masking != "token":
-            raise ConfigError("masking applies to the masked objectives (suffix, mdm); the ar objective masks nothing")
+            raise ConfigError("masking applies to the masked objectives (suffix, prefix, mdm); the ar objective masks nothing")
 
     @property
     def masked(self) -> bool:
-        """True for the objectives that fill masked slots (suffix, mdm)."""
+        """True for the objectives that fill masked slots (suffix, prefix, mdm)."""
         return self.objective != "ar"
 
 
@@ -351,7 +352,7 @@ PRESETS: dict[str, dict[str, dict]] = {
         "train": {"objective": "mdm", "lr": 0.03},
     },
 }
-DEFAULT_ATTENTION = {"ar": "causal", "suffix": "bidirectional", "mdm": "bidirectional"}
+DEFAULT_ATTENTION = {"ar": "causal", "suffix": "bidirectional", "prefix": "bidirectional", "mdm": "bidirectional"}
 
 
 def _owner(key: str) -> list[str]:

@@ -22,6 +22,7 @@ slot probabilities, a pseudo-likelihood) and ``nll`` (its negative log), average
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -126,8 +127,10 @@ def revlib_lm(model, world, member: int = 0, objective: str = "mdm") -> MaskedLM
     """
     if objective == "ar":
         raise ValueError("an ar model predicts the next token, not a masked slot; score it with revlib.evaluate")
+    if isinstance(member, bool) or not isinstance(member, numbers.Integral) or not 0 <= member < model.n_members:
+        raise ValueError(f"member must be an integer in [0, {model.n_members}), got {member!r}")
     names = {world.token_name(t): t for t in range(world.vocab_size)}
-    one = model.member(member) if model.n_members > 1 else model
+    one = model.member(int(member)) if model.n_members > 1 else model
 
     def tokenize(text: str) -> list[int]:
         try:

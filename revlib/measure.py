@@ -77,8 +77,9 @@ def evaluate(model, world: FactWorld, objective: str) -> dict[str, dict[str, tor
 
 
 def trained_probes(objective: str) -> tuple[str, ...]:
-    """The probes an objective trains directly: ``a2b`` always, ``infill`` too for ``mdm``."""
-    return ("a2b", "infill") if objective == "mdm" else ("a2b",)
+    """The probes an objective trains directly: ``a2b`` and ``infill`` for ``mdm``, ``infill``
+    for ``prefix``, ``a2b`` for ``ar`` and ``suffix``."""
+    return {"mdm": ("a2b", "infill"), "prefix": ("infill",)}.get(objective, ("a2b",))
 
 
 def failed(final: dict, objective: str, threshold: float = 0.9):
@@ -90,3 +91,26 @@ def failed(final: dict, objective: str, threshold: float = 0.9):
         miss = torch.as_tensor(final[name]["acc"]) < threshold
         bad = miss if bad is None else bad | miss
     return bad.numpy()
+
+
+def iterative_accuracy(model, probe: Probe) -> torch.Tensor:
+    """Whole-answer accuracy (K,) of a masked model that decodes the k blanks one at a time, the
+    most confident first (as LLaDA samples), instead of all in one pass.
+
+    Each pass fills the still-masked slot whose argmax probability is highest with that argmax;
+    after k passes the answer is complete. For k = 1 it is the one-pass accuracy.
+    """
+    from .data import MASK
+
+    K = model.n_members
+    tokens = probe.tokens.expand(K, *probe.tokens.shape).clone()  # (K, N, T): each member its own
+    slots = torch.tensor(probe.slots)
+    member, fact = torch.arange(K)[:, None], torch.arange(len(probe))[None]
+    with torch.no_grad():
+        for _ in range(len(probe.slots)):
+            prob = model(tokens)[:, :, slots].softmax(-1)  # (K, N, k, V)
+            confidence, choice = prob.max(-1)  # (K, N, k)
+            confidence = torch.where(tokens[:, :, slots] == MASK, confidence, torch.tensor(-1.0))
+            j = confidence.argmax(-1)  # (K, N): the slot to fill now
+            tokens[member, fact, slots[j]] = choice.gather(-1, j[..., None])[..., 0]
+    return (tokens[:, :, slots] == probe.answers).all(-1).float().mean(1)

@@ -54,30 +54,30 @@ def rope_frequencies(d_head: int, base: float) -> torch.Tensor:
     return base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
 
 
-def rope_tables(d_head: int, n_positions: int, base: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and signed sin tables (T, e) of the rotary embedding in the half-split layout.
+def rope_rotations(d_head: int, n_positions: int, base: float) -> torch.Tensor:
+    """R_t (T, e, e): the rotation of RoPE at each position t, in the half-split layout.
 
-    Plane j rotates coordinates (j, j + e/2) by the angle t θ_j at position t (the layout of
-    GPT-NeoX and LLaMA): rotate(x) = x * cos + swap_halves(x) * sin_signed, where
-    swap_halves(x) = [x_2, x_1] and sin_signed = [-sin, +sin].
+    Plane j rotates coordinates (j, j + e/2) by the angle t θ_j (the layout of GPT-NeoX and
+    LLaMA): (R_t x)_j = x_j cos - x_(j+e/2) sin, (R_t x)_(j+e/2) = x_(j+e/2) cos + x_j sin. Then
+    (R_i q)^T (R_j k) = q^T R_(j-i) k: a score depends on the offset j - i only.
     """
-    angles = torch.arange(n_positions, dtype=torch.float64)[:, None] * rope_frequencies(d_head, base)[None]
-    cos, sin = angles.cos(), angles.sin()
-    return torch.cat([cos, cos], -1).float(), torch.cat([-sin, sin], -1).float()
-
-
-def _swap_halves(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    half = d_head // 2
+    angles = torch.arange(n_positions, dtype=torch.float64)[:, None] * rope_frequencies(d_head, base)[None]  # (T, e/2)
+    c, s = angles.cos(), angles.sin()
+    R = torch.zeros(n_positions, d_head, d_head, dtype=torch.float64)
+    j = torch.arange(half)
+    R[:, j, j], R[:, j, j + half] = c, -s
+    R[:, j + half, j], R[:, j + half, j + half] = s, c
+    return R.float()
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
-    """Rotate x (..., T, e) at ``positions`` (T,) by R_t, as the model does: (R_i q)^T (R_j k) = q^T R_(j-i) k."""
+    """Rotate rows x (..., T, e) at ``positions`` (T,) by R_t, as the model does."""
     e = x.shape[-1]
     angles = positions.double()[:, None] * rope_frequencies(e, base)[None]  # (T, e/2)
-    cos = torch.cat([angles.cos(), angles.cos()], -1).to(x.dtype)
-    sin = torch.cat([-angles.sin(), angles.sin()], -1).to(x.dtype)
-    return x * cos + _swap_halves(x) * sin
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., : e // 2], x[..., e // 2:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:
@@ -146,7 +146,7 @@ class Norm(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention of one layer, values without position.
 
-    For one member and one head, with rows x_i (the layer's input at position i)::
+    For one member and one head, with x_i the layer's input at position i (column vectors)::
 
         q_i = R_i W_Q^T x_i,   k_j = R_j W_K^T x_j,   v_j = W_V^T x_j
         alpha_ij = softmax_j( q_i . k_j / sqrt(e) + bias_ij )
@@ -165,58 +165,46 @@ class Attention(nn.Module):
         self.W_V = init.normal(max_len, d, He, std=d**-0.5) if cfg.untie_values else init.normal(d, He, std=d**-0.5)
         self.W_O = init.normal(He, d, std=He**-0.5)  # (K, H e, d)
         if cfg.positional == "rope":
-            cos, sin = rope_tables(cfg.d_head, max_len, cfg.rope_base)
-            self.register_buffer("rope_cos", cos, persistent=False)  # (T, e)
-            self.register_buffer("rope_sin", sin, persistent=False)
+            # R_t^T (T, e, e), contiguous: a weight column block times it is the rotated block
+            self.register_buffer("rope_t", rope_rotations(cfg.d_head, max_len, cfg.rope_base).transpose(1, 2).contiguous(),
+                                 persistent=False)
         bias = attention_bias(cfg, max_len)
         self.register_buffer("bias", bias, persistent=False)  # (H, T, T) or None
-        if cfg.positional == "rope":
-            # column order of the fused projection: [Q | K | (V) | Q, K with each head's halves swapped]
-            # -> reordered to [Q | K | Q swapped | K swapped | (V)]
-            He, half = cfg.n_heads * cfg.d_head, cfg.d_head // 2
-            within = torch.arange(cfg.d_head)
-            swapped = torch.cat([within[half:], within[:half]])
-            per_map = lambda m, order: torch.cat([m * He + h * cfg.d_head + order for h in range(cfg.n_heads)])  # noqa: E731
-            cols = [per_map(0, within), per_map(1, within), per_map(0, swapped), per_map(1, swapped)]
-            if not cfg.untie_values:
-                cols.append(per_map(2, within))
-            self.register_buffer("columns", torch.cat(cols), persistent=False)
 
     @property
     def untied(self) -> bool:
         return self.W_V.dim() == 4
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, k (rotated), v, each (K, B, T, H, e), from the layer input x (K, B, T, d).
+        """q, k (rotated) and v, each (K, B, H, T, e), from the layer input x (K, B, T, d).
 
-        One matrix product computes all of them. For RoPE it also computes q and k with the
-        halves of every head swapped (from the column-swapped weights, a tiny operation),
-        so that the rotation x * cos + swap_halves(x) * sin needs no slicing of activations.
+        RoPE is applied to the *weights*: the rotated query at position t is x_t W_Q R_t^T (rows),
+        so with position-dependent weights W_t = [W_Q R_t^T | W_K R_t^T | W_V] one batched
+        product over (member, position) computes q, k and v, and no activation is ever rotated.
+        The value head size is read from W_V: revlib.gradients substitutes W_V := W_V W_O per
+        head (value size d) to differentiate with respect to the OV product itself.
         """
         K, B, T, d = x.shape
         H, e = self.n_heads, self.d_head
-        # The value head size is read from W_V: revlib.gradients substitutes W_V := W_V W_O per
-        # head (value size d) to differentiate with respect to the OV product itself.
-        fuse_v = not self.untied and self.W_V.shape[-1] == H * e
-        W = torch.cat([self.W_Q, self.W_K, self.W_V] if fuse_v else [self.W_Q, self.W_K], -1)  # (K, d, n H e)
-        if self.positional == "rope":  # append the columns of W_Q, W_K with each head's halves swapped
-            W = W.index_select(-1, self.columns[: (5 if fuse_v else 4) * H * e])
-        n = W.shape[-1] // (H * e)
-        out = torch.bmm(x.reshape(K, B * T, d), W).view(K, B, T, n, H, e)
-        if self.positional == "rope":
-            qk, qk_swapped, rest = out.split([2, 2, n - 4], dim=3)  # (K, B, T, 2, H, e) ...
-            cos, sin = self.rope_cos[:T, None, None, :], self.rope_sin[:T, None, None, :]  # (T, 1, 1, e)
-            qk = torch.addcmul(qk * cos, qk_swapped, sin)  # R_t q and R_t k at every position t
-        else:
-            qk, rest = out.split([2, n - 2], dim=3)
-        q, k = qk.unbind(3)
-        if fuse_v:
-            v = rest.squeeze(3)
-        elif self.untied:  # v_t = x_t @ W_V[t]: one value matrix per position
-            v = torch.einsum("kbtd,ktdf->kbtf", x, self.W_V[:, :T]).view(K, B, T, H, -1)
-        else:
-            v = torch.bmm(x.reshape(K, B * T, d), self.W_V).view(K, B, T, H, -1)
-        return q, k, v
+        W_V = self.W_V[:, :T] if self.untied else self.W_V  # (K, T, d, H e_v) or (K, d, H e_v)
+        He, Hv = H * e, W_V.shape[-1]
+        if self.positional == "rope" or self.untied:  # one set of weights per position
+            W_QK = torch.cat([self.W_Q, self.W_K], -1)  # (K, d, 2 H e)
+            if self.positional == "rope":  # every head's columns times R_t^T: (K, T, d, 2 H e)
+                W_QK = (W_QK.view(K, 1, 2 * d * H, e) @ self.rope_t[:T].to(W_QK.dtype)).view(K, T, d, 2 * He)
+            else:
+                W_QK = W_QK[:, None].expand(K, T, d, 2 * He)
+            W_V = W_V if self.untied else W_V[:, None].expand(K, T, d, Hv)
+            W = torch.cat([W_QK, W_V], -1).reshape(K * T, d, 2 * He + Hv)  # (K T, d, .)
+            x_t = x.transpose(1, 2).reshape(K * T, B, d)  # (K T, B, d): positions outer
+            out = torch.bmm(x_t, W).view(K, T, B, -1)
+            q, k, v = out.split([He, He, Hv], dim=-1)  # (K, T, B, .) each
+            heads = lambda z: z.reshape(K, T, B, H, -1).permute(0, 2, 3, 1, 4)  # noqa: E731  (K, B, H, T, .)
+        else:  # shared weights: one product for all positions
+            out = torch.bmm(x.reshape(K, B * T, d), torch.cat([self.W_Q, self.W_K, W_V], -1)).view(K, B, T, -1)
+            q, k, v = out.split([He, He, Hv], dim=-1)  # (K, B, T, .) each
+            heads = lambda z: z.reshape(K, B, T, H, -1).transpose(2, 3)  # noqa: E731  (K, B, H, T, .)
+        return heads(q), heads(k), heads(v)
 
     def forward(self, x: torch.Tensor, fused: bool = True, record: dict | None = None) -> torch.Tensor:
         """The block's output (K, B, T, d) for its input x (K, B, T, d), to be added to the residual.
@@ -226,8 +214,7 @@ class Attention(nn.Module):
         """
         K, B, T, _ = x.shape
         H, e = self.n_heads, self.d_head
-        q, k, v = self.project(x)
-        q, k, v = (z.transpose(2, 3) for z in (q, k, v))  # (K, B, H, T, e); v may have its own size
+        q, k, v = self.project(x)  # (K, B, H, T, e); v may have its own size
         bias = None if self.bias is None else self.bias[:, :T, :T]  # (H, T, T)
         if fused and record is None:
             fold = lambda z: z.reshape(K * B, H, T, z.shape[-1])  # noqa: E731  (K B, H, T, .): members side by side

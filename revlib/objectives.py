@@ -7,6 +7,9 @@ between an ARM and an MDM in training.
            with probability t, and minimise the cross entropy of the masked tokens weighted 1/t
 ``suffix`` the same masking process confined to the last entity of each sentence: the ARM's
            task ("a is ?" -> b) posed to an encoder, never "? is b"
+``prefix`` its mirror, confined to the first entity: only "? is b" -> a is ever trained (a
+           control: it trains the ``infill`` route and the "b => a" storage, not the
+           ``a2b`` route whose geometry, blank at the end looking at the start, ``b2a`` shares)
 =========  ===================================================================================
 
 With ``masking="span"`` a whole entity is masked or kept together (the relation token is its
@@ -78,7 +81,8 @@ def mask_units(seq_len: int, entity_tokens: int, objective: str, masking: str) -
     """Which *unit* each position belongs to (T,), -1 for positions never masked.
 
     Token masking: every position is its own unit. Span masking: the two entities and the
-    relation are three units. ``suffix``: only the positions of the last entity are maskable.
+    relation are three units. ``suffix``: only the positions of the last entity are maskable;
+    ``prefix``: only those of the first.
     """
     k = entity_tokens
     if masking == "span":
@@ -87,6 +91,8 @@ def mask_units(seq_len: int, entity_tokens: int, objective: str, masking: str) -
         units = torch.arange(seq_len)
     if objective == "suffix":
         units = torch.where(torch.arange(seq_len) >= k + 1, units, torch.tensor(-1))
+    if objective == "prefix":
+        units = torch.where(torch.arange(seq_len) < k, units, torch.tensor(-1))
     return units
 
 
@@ -141,7 +147,7 @@ def masked_loss(model, batch: MaskedBatch, fused: bool = True) -> torch.Tensor:
     for k, (hk, Uk) in enumerate(zip(h.reshape(K, -1, d).unbind(0), model.unembed.unbind(0))):
         logits = hk.index_select(0, batch.rows[k]) @ Uk  # (n_k, V): member k's masked slots only
         ce = F.cross_entropy(logits, batch.targets[k], reduction="none")
-        losses.append(torch.dot(ce, batch.weights[k]))
+        losses.append(torch.dot(ce, batch.weights[k].to(ce.dtype)))
     return torch.stack(losses)
 
 

@@ -37,14 +37,18 @@ def spread(values) -> dict[str, float]:
 
 @dataclass
 class Row:
-    """One cell of a sweep: the axis values, the experiment, its run and the summary."""
+    """One cell of a sweep: the axis values, the experiment, its run and the summary; or, for a
+    cell that cannot be run (``skip_invalid``), why it was refused."""
 
     values: dict
-    experiment: Experiment
+    experiment: Experiment | None
     run: object
     summary: dict
+    refused: str | None = None
 
     def to_json(self) -> dict:
+        if self.refused:
+            return {"values": self.values, "refused": self.refused}
         return {"values": self.values, **self.summary}
 
 
@@ -58,8 +62,9 @@ def summarise(run) -> dict:
     return {"n_seeds": len(run.seeds), "failed": int(run.failed.sum()), "chance": run.world.chance, "probes": probes}
 
 
-def grid(base: Experiment, axes: dict[str, list]) -> list[tuple[dict, Experiment]]:
-    """Every combination of the axis values applied to ``base``; ConfigError names the bad cell."""
+def grid(base: Experiment, axes: dict[str, list], skip_invalid: bool = False) -> list[tuple[dict, Experiment | str]]:
+    """Every combination of the axis values applied to ``base``; ConfigError names the bad cell
+    (with ``skip_invalid``, the cell carries the message instead of an Experiment)."""
     if not axes:
         raise ConfigError("a sweep needs at least one axis with values")
     names = list(axes)
@@ -76,16 +81,25 @@ def grid(base: Experiment, axes: dict[str, list]) -> list[tuple[dict, Experiment
         try:
             cells.append((values, base.replace(**overrides)))
         except ConfigError as err:
-            raise ConfigError(f"sweep cell {values}: {err}") from None
+            if not skip_invalid:
+                raise ConfigError(f"sweep cell {values}: {err}") from None
+            cells.append((values, str(err)))
     return cells
 
 
-def sweep(base: Experiment, axes: dict[str, list], seeds=range(8), progress: bool = False) -> list[Row]:
-    """Train every cell of the grid with ``seeds`` (one ensemble per cell, cached) and summarise."""
+def sweep(base: Experiment, axes: dict[str, list], seeds=range(8), progress: bool = False,
+          skip_invalid: bool = False) -> list[Row]:
+    """Train every cell of the grid with ``seeds`` (one ensemble per cell, cached) and summarise.
+
+    With ``skip_invalid`` a cell that cannot be run becomes a Row with ``refused`` set.
+    """
     seeds = as_seeds(seeds)
-    cells = grid(base, axes)
+    cells = grid(base, axes, skip_invalid)
     rows = []
     for values, exp in cells:
+        if isinstance(exp, str):
+            rows.append(Row(values, None, None, {}, refused=exp))
+            continue
         run = cached_train(exp, seeds, progress=progress)
         rows.append(Row(values, exp, run, summarise(run)))
     return rows

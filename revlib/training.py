@@ -4,7 +4,7 @@
 a history of the loss and the probe metrics. Two interventions of chapter 4 live here because
 they change the update, not the model: ``freeze="qk"`` leaves W_Q and W_K at their initial
 values, and ``project_out="b2a"`` removes from every update of the value side (W_V, W_O) its
-component along the gradient of the ``b2a`` loss.
+component along the gradient of the ``b2a`` loss (``"b2a-all"``: from the whole update).
 
 **One thread.** Small models run on one torch thread: on a 2-core machine tiny models train
 about 100x slower with two threads than with one, because the per-operator thread hand-off
@@ -184,7 +184,8 @@ def b2a_loss(model: Transformer, world: FactWorld, objective: str) -> torch.Tens
 
 
 class ProjectOut:
-    """Remove from each update of the value side its component along ∇l_b2a (per member).
+    """Remove from each update of the value side (or of every parameter) its component along
+    ∇l_b2a, per member.
 
     The first-order change of l_b2a caused by an update Δθ is <∇l_b2a, Δθ>; after the
     projection the value-side part of every update contributes exactly zero to it. The update,
@@ -193,9 +194,9 @@ class ProjectOut:
     which training never sees, only to remove what the update shares with it.
     """
 
-    def __init__(self, model: Transformer, world: FactWorld, objective: str, named: list):
+    def __init__(self, model: Transformer, world: FactWorld, objective: str, named: list, everything: bool = False):
         self.model, self.world, self.objective = model, world, objective
-        self.index = [i for i, (n, _) in enumerate(named) if is_value_side(n)]
+        self.index = [i for i, (n, _) in enumerate(named) if everything or is_value_side(n)]
         self.params = [named[i][1] for i in self.index]
 
     def before(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -306,7 +307,8 @@ def train(experiment: Experiment, seeds=None, progress: bool = False, callback=N
         named = trainable(model, tc.freeze)
         params = [p for _, p in named]
         opt = ScaledAdam(params)
-        project = ProjectOut(model, world, tc.objective, named) if tc.project_out == "b2a" else None
+        project = (ProjectOut(model, world, tc.objective, named, everything=tc.project_out == "b2a-all")
+                   if tc.project_out != "none" else None)
         history: dict[str, list] = {"step": [], "loss": []}
         eval_seconds: list[float] = []
         bar = None

@@ -221,3 +221,94 @@ def first_order_change(answer, eta: float = 0.01, dot: float = 2.5) -> Feedback:
         return Feedback(False, "Right size, wrong sign: the step goes against g_infill, so a positive inner "
                                "product lowers l_b2a.")
     return Feedback(False, "To first order, l(θ − η g) − l(θ) = −η ⟨∇l, g⟩.")
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 4
+# ---------------------------------------------------------------------------------------------
+
+def _words(answer) -> set[str]:
+    text = str(answer).lower().replace(" + ", "+").replace(" +", "+").replace("+ ", "+")
+    for sep in (";", "/", " and "):
+        text = text.replace(sep, ",")
+    return {w.strip().strip("\"'.") for w in text.split(",") if w.strip()}
+
+
+def evidence_cells(answer) -> Feedback:
+    """Exercise 4.1: the objective + attention cells whose training writes u_a W E[b]."""
+    right = {"mdm+bidirectional", "prefix+bidirectional"}
+    if answer is None:
+        return Feedback(None, 'Set `answer` to a list such as "mdm+bidirectional, suffix+causal".')
+    got = {w.replace("bidir", "bidirectional").replace("bidirectionalectional", "bidirectional") for w in _words(answer)}
+    if got == right:
+        return Feedback(True, "Only these make a the target while b is in view: with causal attention a (first) "
+                              "never sees b, and ar and suffix never make a a target.")
+    missing, extra = right - got, got - right
+    hints = []
+    if extra:
+        hints.append(f"{', '.join(sorted(extra))} never makes a a target with b in view")
+    if missing:
+        hints.append(f"{', '.join(sorted(missing))} does: it masks the first entity with bidirectional attention")
+    return Feedback(False, "; ".join(hints) + ".")
+
+
+def swap_without_positions(answer) -> Feedback:
+    """Exercise 4.2: swap accuracy of a one-layer MDM without positions, relative to infill."""
+    if answer is None:
+        return Feedback(None, 'Set `answer` to "equal", "lower" or "higher".')
+    word = str(answer).strip().lower()
+    if word in ("equal", "the same", "same", "="):
+        return Feedback(True, "Exactly equal: the network is invariant to reversing the sentence, and 'b is [M]' "
+                              "reversed is '[M] is b', the infill query.")
+    if word in ("lower", "higher"):
+        return Feedback(False, "Reverse the swap query token by token and compare it with the infill query; "
+                               "what can a network without positions tell apart?")
+    return Feedback(False, f'Answer "equal", "lower" or "higher", not {answer!r}.')
+
+
+def untied_values(answer) -> Feedback:
+    """Exercise 4.3: the probe an MDM with one W_V per position still answers."""
+    if answer is None:
+        return Feedback(None, "Set `answer` to a probe name (a2b, infill or b2a).")
+    got = _words(answer)
+    if got and got <= {"infill", "a2b"}:
+        return Feedback(True, "Its blank reads b (or a) through the value matrix of the position b (or a) has in "
+                              "training; in b2a, b sits at position 0, whose value matrix never stored b => a.")
+    if "b2a" in got:
+        return Feedback(False, "b2a is the one that fails: b sits at position 0 there, and W_V[0] never stored b => a.")
+    return Feedback(False, "Name a probe: a2b, infill or b2a.")
+
+
+# ---------------------------------------------------------------------------------------------
+# chapter 5
+# ---------------------------------------------------------------------------------------------
+
+def whole_name_chance(answer, k: int = 3, V: int = 131) -> Feedback:
+    """Exercise 5.1: the chance of guessing a whole k-token name, each slot uniform over V tokens."""
+    expected = float(V) ** -k
+    if answer is None:
+        return Feedback(None, f"Set `answer` to the probability of guessing all {k} tokens right with V = {V}.")
+    if parse(answer) is None:
+        return _not_a_number(answer, "a probability")
+    if matches(answer, expected):
+        return Feedback(True, f"(1/{V})^{k} ≈ {expected:.3g}: every slot must be right, so chance multiplies.")
+    if matches(answer, 1 / V):
+        return Feedback(False, "That is one slot; the whole name needs all of them right.")
+    if matches(answer, k / V):
+        return Feedback(False, "Chances of independent slots multiply, they do not add.")
+    return Feedback(False, "Each of the k slots is right with probability 1/V, independently.")
+
+
+def span_both_masked(answer, t: float = 0.5) -> Feedback:
+    """Exercise 5.2: the probability that both tokens of a two-token name are masked at rate t,
+    with span masking (the answer) against token masking (t squared)."""
+    if answer is None:
+        return Feedback(None, f"Set `answer` to the probability, with span masking at t = {t}.")
+    if parse(answer) is None:
+        return _not_a_number(answer, "a probability")
+    if matches(answer, t):
+        return Feedback(True, f"With span masking the name is masked whole or not at all: probability t = {t}. "
+                              f"Token masking masks both with probability t² = {t * t:g}.")
+    if matches(answer, t * t):
+        return Feedback(False, "That is token masking, where each token is masked on its own; a span is one unit.")
+    return Feedback(False, "A span is masked or kept as one unit, with the sentence's rate t.")

@@ -72,6 +72,10 @@ def glue(name: str, value, display: bool = False) -> None:
 
     if isinstance(value, (np.generic, np.ndarray)):
         value = np.asarray(value).item()
+    if isinstance(value, str):  # words, not numbers: shown with {glue:md}, without quotes
+        from IPython.display import Markdown
+
+        value = Markdown(value)
     _glue(name, value, display=display)
 
 
