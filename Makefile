@@ -1,8 +1,9 @@
 # Build and test the book and revlib.
 #   make book   build the HTML book into _build/html (executes the notebooks, cached)
-#   make test   unit tests, notebook tests (nbval), a strict book build (-W), then every page
-#               opened in headless Chromium (tests/browser_check.py): what CI runs
+#   make test   unit tests, every figure from the CLI, notebook tests (nbval), a strict book
+#               build (-W), then every page in headless Chromium (tests/browser_check.py): CI
 #   make clean  drop the built book, the execution cache and revlib's cache
+#   make lab    open the notebooks in JupyterLab (in .venv, widgets live, one torch thread)
 SHELL := /bin/bash
 
 # The interpreter used to create .venv; override with e.g. `make PYTHON=python3.11`.
@@ -15,7 +16,7 @@ BIN := $(VENV)/bin
 export OMP_NUM_THREADS := 1
 export MKL_NUM_THREADS := 1
 
-.PHONY: venv book test clean
+.PHONY: venv book test clean lab
 
 venv: $(VENV)/.installed
 
@@ -24,19 +25,34 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -r requirements.txt
 	$(BIN)/pip install -e . --no-deps
+# The venv's own "python3" kernel for `make lab`, found before a user-wide kernel of that name.
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3"
 	touch $@
 
 book: venv
 	$(BIN)/jupyter-book build --all -n --keep-going .
 	@echo "Open _build/html/index.html"
 
+NOTEBOOKS := intro.ipynb chapters/ course.ipynb appendix/
+
 test: venv
 	$(BIN)/python -m pytest tests/
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env intro.ipynb chapters/ appendix/
+# Every figure and table of the book from the command line, two processes (one torch thread each): this
+# also trains every model into the results cache, so the notebooks below run warm.
+	$(BIN)/python -m revlib figures --out _build/figures --tables --jobs 2
+	$(BIN)/python -m pytest --nbval-lax --nbval-current-env $(NOTEBOOKS)
 	$(BIN)/jupyter-book build --all -W -n --keep-going .
 # Every page in headless Chromium: tracebacks, images, links, widgets, math, offline.
 # Skipped (exit 0) where Chromium is missing, except under CI=true (.ci/run sets it).
 	$(BIN)/python tests/browser_check.py _build/html
+
+# JupyterLab on the notebooks, kernels in .venv (OMP_NUM_THREADS=1 exported above). Widgets are
+# live here (the static pages only show their first state). Ctrl-C stops the server. Extra
+# options: e.g. `make lab LAB_ARGS="--no-browser --port 8890"` on a remote machine.
+# As root (a container), Jupyter refuses to start without --allow-root.
+LAB_ARGS ?=
+lab: venv
+	$(BIN)/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS) intro.ipynb
 
 # jupyter-cache does not notice edits to revlib/*.py: clean before rebuilding after them.
 clean:
