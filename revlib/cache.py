@@ -3,8 +3,8 @@ benchmark. Re-running a chapter, or returning a slider to a setting already seen
 
 **Keys.** An entry is keyed by what produced it: a kind ("run", "coupling-history", ...), the
 complete configuration (experiment, seeds and any options), the torch version and a
-fingerprint of the source of the library modules that *produce* that kind of entry
-(``MODULES``): editing a figure's colour (``revlib/book``) or the CLI keeps every entry, editing
+fingerprint of the code (the syntax tree: comments and docstrings do not count) of the library
+modules that *produce* that kind of entry (``MODULES``): editing a figure's colour (``revlib/book``) or the CLI keeps every entry, editing
 the alignment analysis keeps the trained runs, editing the model or the trainer invalidates
 them all.
 
@@ -20,6 +20,7 @@ else ``~/.cache/revlib``. ``REVLIB_CACHE=off`` disables the cache.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import io
@@ -52,8 +53,22 @@ MODULES = {"run": RUN_MODULES, "coupling-history": RUN_MODULES + ("theory", "cou
            "alignment-trace": RUN_MODULES + ("gradients", "alignment"), "bench": ANALYSIS_MODULES + ("bench",)}
 
 
+def _code_of(source: bytes) -> bytes:
+    """The code of a module without its comments, docstrings or layout (its syntax tree): a
+    reworded docstring or a reflowed line computes the same numbers and keeps every entry."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False).encode()
+
+
 def _read_sources() -> dict[str, bytes]:
-    return {name: (PACKAGE / f"{name}.py").read_bytes() for name in sorted(set(ANALYSIS_MODULES) | {"bench"})}
+    return {name: _code_of((PACKAGE / f"{name}.py").read_bytes())
+            for name in sorted(set(ANALYSIS_MODULES) | {"bench"})}
 
 
 # Read once, when revlib is imported: the fingerprint describes the code this process runs,
@@ -63,12 +78,12 @@ SOURCES = _read_sources()
 
 @functools.lru_cache(maxsize=None)
 def code_fingerprint(modules: tuple[str, ...] = ANALYSIS_MODULES) -> str:
-    """sha256 over the source of the given modules of revlib (never revlib/book: presentation),
-    as they were when revlib was imported."""
+    """sha256 over the code of the given modules of revlib (never revlib/book: presentation),
+    as they were when revlib was imported; comments and docstrings do not count."""
     h = hashlib.sha256()
     for name in sorted(modules):
         h.update(name.encode())
-        h.update(SOURCES[name] if name in SOURCES else (PACKAGE / f"{name}.py").read_bytes())
+        h.update(SOURCES[name] if name in SOURCES else _code_of((PACKAGE / f"{name}.py").read_bytes()))
     return h.hexdigest()
 
 
@@ -249,7 +264,7 @@ def _run_codec(experiment: Experiment, seeds: tuple[int, ...]):
 
 
 def cached_train(experiment: Experiment, seeds=None, progress: bool = False):
-    """:func:`revlib.train`, or the stored result of the identical call; ``run.cached`` says which."""
+    """:func:`revlib.training.train`, or the stored result of the identical call; ``run.cached`` says which."""
     from .training import train
 
     seeds = as_seeds((experiment.train.seed,) if seeds is None else seeds)

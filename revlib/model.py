@@ -92,7 +92,7 @@ def alibi_slopes(n_heads: int) -> torch.Tensor:
 
 def attention_bias(cfg: ModelConfig, n_positions: int) -> torch.Tensor | None:
     """Additive bias (H, T_query, T_key) on the scores: -inf above the diagonal for causal
-    attention, -slope |j - i| for ALiBi; None when there is neither."""
+    attention, ``-slope |j - i|`` for ALiBi; None when there is neither."""
     T = n_positions
     bias = torch.zeros(cfg.n_heads, T, T)
     if cfg.positional == "alibi":

@@ -397,8 +397,10 @@ def test_the_code_fingerprint_covers_the_modules_that_compute_but_not_the_book(t
         for name in ("model.py", "training.py", "objectives.py", "data.py", "config.py"):
             module = package / name
             original = module.read_bytes()
-            module.write_bytes(original + b"\n# an edit\n")
-            assert key() != base, name  # editing a module that computes the run invalidates it
+            module.write_bytes(original.replace(b'"""', b'"""Reworded. ', 1) + b"\n# a comment\n")
+            assert key() == base, name  # a docstring or a comment computes nothing
+            module.write_bytes(original + b"\nEDITED = 1\n")
+            assert key() != base, name  # editing the code of a module that computes the run invalidates it
             module.write_bytes(original)
             assert key() == base
     finally:
@@ -416,7 +418,7 @@ def test_editing_the_model_invalidates_a_stored_run(tmp_path, monkeypatch):
         book.write_text(book.read_text() + "\n# restyled\n")
         _use_sources(monkeypatch, package)
         assert cached_train(small()).cached and len(calls) == 1
-        (package / "model.py").write_text((package / "model.py").read_text() + "\n# edited\n")
+        (package / "model.py").write_text((package / "model.py").read_text() + "\nEDITED = 1\n")
         _use_sources(monkeypatch, package)
         assert not cached_train(small()).cached and len(calls) == 2
     finally:

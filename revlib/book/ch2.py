@@ -36,7 +36,7 @@ def _measured(exp, kind: str, fn) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def init_coupling(n_models: int = 64) -> dict:
-    """``predicted`` (fixed-query value q^T R_2Δ q / |q|^2 of each model's own [M] query, head 0)
+    """``predicted`` (fixed-query value ``q^T R_2Δ q / |q|^2`` of each model's own [M] query, head 0)
     and ``measured`` (correlation across the facts) for ``n_models`` freshly initialised MDMs,
     with RoPE and with learned absolute positions."""
     exp = ch1.experiment("mdm")
