@@ -4,14 +4,14 @@
 probe's tokens. Which pair of routes to compare depends on where the model reads its answer
 (revlib.objectives.read_positions), so on the objective, not on the attention mask:
 
-========  ===========  =========================  ===========================================
-reads at  route        tokens, query -> key        what it is
-========  ===========  =========================  ===========================================
-the blank ``infill``   "[M] is b":  0 -> 2        the trained masked slot looks at b (Δ = +2)
-the blank ``b2a``      "b is [M]":  2 -> 0        the reversal slot looks at b (Δ = -2)
-before it ``a2b``      "a is":      1 -> 0        the trained reading position looks at a (Δ = -1)
-before it ``b2a``      "b is":      1 -> 0        the reversal reading position looks at b (Δ = -1)
-========  ===========  =========================  ===========================================
+=========  ===========  =========================  ===========================================
+reads at   route        tokens, query -> key        what it is
+=========  ===========  =========================  ===========================================
+the blank  ``infill``   "[M] is b":  0 -> 2        the trained masked slot looks at b (Δ = +2)
+the blank  ``b2a``      "b is [M]":  2 -> 0        the reversal slot looks at b (Δ = -2)
+before it  ``a2b``      "a is":      1 -> 0        the trained reading position looks at a (Δ = -1)
+before it  ``b2a``      "b is":      1 -> 0        the reversal reading position looks at b (Δ = -1)
+=========  ===========  =========================  ===========================================
 
 (positions for one-token entities; with k tokens per entity, slot j of the blank looks at
 token j of b, and the routes are averaged over j). For a masked model the two routes share

@@ -1,16 +1,16 @@
 """The three training objectives and the masking process: this file is the whole difference
 between an ARM and an MDM in training.
 
-=========  ===================================================================================
-``ar``     next-token cross entropy: position i predicts token i + 1 (needs causal attention)
-``mdm``    masked diffusion (LLaDA / SMDM): draw t ~ U(t_min, 1) per sentence, mask each token
-           with probability t, and minimise the cross entropy of the masked tokens weighted 1/t
-``suffix`` the same masking process confined to the last entity of each sentence: the ARM's
-           task ("a is ?" -> b) posed to an encoder, never "? is b"
-``prefix`` its mirror, confined to the first entity: only "? is b" -> a is ever trained (a
-           control: it trains the ``infill`` route and the "b => a" storage, not the
-           ``a2b`` route whose geometry, blank at the end looking at the start, ``b2a`` shares)
-=========  ===================================================================================
+==========  ===================================================================================
+``ar``      next-token cross entropy: position i predicts token i + 1 (needs causal attention)
+``mdm``     masked diffusion (LLaDA / SMDM): draw t ~ U(t_min, 1) per sentence, mask each token
+            with probability t, and minimise the cross entropy of the masked tokens weighted 1/t
+``suffix``  the same masking process confined to the last entity of each sentence: the ARM's
+            task ("a is ?" -> b) posed to an encoder, never "? is b"
+``prefix``  its mirror, confined to the first entity: only "? is b" -> a is ever trained (a
+            control: it trains the ``infill`` route and the "b => a" storage, not the
+            ``a2b`` route whose geometry, blank at the end looking at the start, ``b2a`` shares)
+==========  ===================================================================================
 
 With ``masking="span"`` a whole entity is masked or kept together (the relation token is its
 own span), as whole-entity masking in DiffER and SMDM's fine-tuning does.

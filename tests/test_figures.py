@@ -73,3 +73,15 @@ def test_unwritable_output_folder_is_a_usage_error(tmp_path, fake_registry, caps
     blocker.write_text("not a folder")
     assert main(["figures", "--out", str(blocker / "sub")]) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_table_html_escapes_wraps_prose_columns_and_stacks_ranges():
+    t = Table(["name", "why", "acc"], [["<a>", "a long reason", "0.97 ± 0.01 [0.95, 0.99]"]],
+              caption="c & d", wrap=(1,), stack_ranges=True)
+    page = t._repr_html_()
+    assert "<td>&lt;a&gt;</td>" in page and "<caption>c &amp; d</caption>" in page
+    assert '<td class="wrap">a long reason</td>' in page
+    assert '<td>0.97 ± 0.01<br><span class="range">[0.95, 0.99]</span></td>' in page
+    plain = Table(["acc"], [["0.97 ± 0.01 [0.95, 0.99]"]])._repr_html_()
+    assert "<td>0.97 ± 0.01 [0.95, 0.99]</td>" in plain  # stacking is asked for, never implied
+    assert "0.97 ± 0.01 [0.95, 0.99]" in str(t)  # the text form keeps one line per row

@@ -150,6 +150,11 @@ def bases() -> dict:
 # tables
 # ---------------------------------------------------------------------------------------------
 
+def _size(x: float) -> str:
+    """A magnitude as a reader writes it: 40, 3.2, 5e-06."""
+    return f"{x:.0f}" if x >= 10 else f"{x:.1f}" if x >= 0.1 else f"{x:.0e}"
+
+
 @table("ch2-positional")
 def positional_table(ablation: dict | None = None) -> Table:
     ablation = ablation or positional_ablation()
@@ -158,12 +163,12 @@ def positional_table(ablation: dict | None = None) -> Table:
         f = r["run"].final
         rows.append([positional, mean_sd(r["init"]["corr"]), mean_sd(r["final"]["corr"]),
                      mean_sd(r["final"]["weight_b2a"]), mean_sd(r["final"]["evidence"], 1),
-                     spread(f["infill"]["acc"]), spread(f["b2a"]["acc"]), f"{r['symmetry'].max():.0e}",
+                     spread(f["infill"]["acc"]), spread(f["b2a"]["acc"]), _size(r["symmetry"].max()),
                      f"{r['run'].failed.sum()}"])
     return Table(["positions", "corr at init", "corr trained", "b2a weight on b", "evidence", "infill acc",
                   "b2a acc", "max |logit gap|", "failed"], rows,
                  caption="MDM, 128 facts, d_model 32, 8 seeds (mean ± sd [min, max]); max |logit gap|: between the "
-                         "infill and b2a blanks' logits, over facts and seeds")
+                         "infill and b2a blanks' logits, over facts and seeds", stack_ranges=True, compact=True)
 
 
 @table("ch2-heads")
@@ -382,6 +387,10 @@ def monte_carlo_table(rows: list) -> Table:
 
 
 def position_parts_table(parts: dict, learned) -> Table:
-    rows = [[p, mean_sd(v["gap"], 1), mean_sd(v["full"]), mean_sd(v["tokens"][learned])] for p, v in parts.items()]
-    return Table(["query", "position part: a minus b (logits)", "accuracy", "accuracy without the position part"],
-                 rows, caption="MDM with learned absolute positions, 8 seeds (last column: the seeds that learned infill)")
+    learned = np.asarray(learned, dtype=bool)
+    rows = [[p, mean_sd(v["gap"], 1), mean_sd(v["full"]), mean_sd(v["full"][learned]), mean_sd(v["tokens"][learned])]
+            for p, v in parts.items()]
+    n = int(learned.sum())
+    return Table(["query", "position part: a minus b (logits)", "accuracy, all seeds",
+                  f"accuracy, the {n} seeds that learned infill", "the same, without the position part"],
+                 rows, caption=f"MDM with learned absolute positions, 8 seeds, {n} of which learned infill")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import coupling
 from ..config import preset
 from ..sweep import sweep
 from . import ch1, plot
@@ -68,6 +69,22 @@ def interventions() -> dict:
             for name, over in INTERVENTIONS.items()}
 
 
+def grid_ingredients(rows: list | None = None) -> dict:
+    """Both ingredients of ``b2a``, measured on every trained cell of the grid (no training):
+    ``{(objective, attention): {"route": (K,), "evidence": (K,), "evidence_a2b": (K,)}}``, where
+    ``route`` is the b2a reading position's attention weight on b and ``evidence`` the stored
+    u_a W E[b] (``evidence_a2b``: u_b W E[a], what a2b reads), means over facts, one layer."""
+    rows = rows if rows is not None else grid(1)
+    out = {}
+    for r in rows:
+        if r.refused:
+            continue
+        o, a = r.values["objective"], r.values["attention"]
+        m = coupling.measure_coupling(r.run.model, r.run.world, o)
+        out[o, a] = {"route": m["weight_b2a"], "evidence": m["evidence"], "evidence_a2b": m["evidence_a2b"]}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------------------------
@@ -85,19 +102,29 @@ def grid_table(rows: list | None = None, k: int = 1) -> Table:
     for r in rows:
         o, a = r.values["objective"], r.values["attention"]
         if r.refused:
-            out.append([o, a, "refused: ar with bidirectional attention sees its own answer", "", "", ""])
+            out.append([o, a, "refused", "", "", "", ""])
             continue
         p = r.summary["probes"]
-        out.append([o, a] + [f"{_cell(p[n])} ({_cell(p[n], 'nll', 1)} nats)" if p[n] else "n/a" for n in PROBES]
-                   + [f"{r.summary['failed']}"])
-    return Table(["objective", "attention", "a2b acc (loss)", "infill acc (loss)", "b2a acc (loss)", "failed"], out,
+        out.append([o, a] + [_cell(p[n]) for n in PROBES] + [_cell(p["b2a"], "nll", 1), f"{r.summary['failed']}"])
+    return Table(["objective", "attention", "a2b acc", "infill acc", "b2a acc", "b2a loss (nats)", "failed"], out,
                  caption=f"{'one-token facts, the one-layer toy' if k == 1 else 'two-token facts, a llada_like block, 64 facts'};"
-                         " mean ± sd over 8 seeds; failed: seeds below 0.9 on what they were trained on")
+                         " mean ± sd over 8 seeds; failed: seeds below 0.9 on what they were trained on; ar with"
+                         " bidirectional attention is refused (every position would see the token it predicts)")
 
 
 @table("ch4-grid-k2")
 def grid_table_k2(rows: list | None = None) -> Table:
     return grid_table(rows, k=2)
+
+
+@table("ch4-ingredients")
+def ingredients_table(ing: dict | None = None) -> Table:
+    ing = ing or grid_ingredients()
+    rows = [[o, a, mean_sd(v["route"]), mean_sd(v["evidence"], 1), mean_sd(v["evidence_a2b"], 1)]
+            for (o, a), v in ing.items()]
+    return Table(["objective", "attention", "b2a: weight on b", "evidence b ⇒ a", "evidence a ⇒ b"], rows,
+                 caption="the one-token grid's trained models, mean over facts, mean ± sd over 8 seeds; evidence: "
+                         "u_a W E[b] (b2a reads it) and u_b W E[a] (a2b reads it), in logits")
 
 
 @table("ch4-order")
@@ -120,7 +147,7 @@ def interventions_table(rows: dict | None = None) -> Table:
         p = r.summary["probes"]
         out.append([name, PREDICTIONS[name], _cell(p["infill"]), _cell(p["b2a"]), f"{r.summary['failed']}"])
     return Table(["intervention", "prediction of the paper's account", "infill acc", "b2a acc", "failed"], out,
-                 caption="MDM, one layer, RoPE, 8 seeds each")
+                 caption="MDM, one layer, RoPE, 8 seeds each", wrap=(1,))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,22 +173,23 @@ def _heat(ax, rows, title: str):
                 text = "n/a"
             else:
                 p = r.summary["probes"][n]["acc"]
-                text = f"{p['mean']:.2f}\n±{p['sd']:.2f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7.5,
+                text = f"{p['mean']:.2f}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
                     color="white" if not np.isnan(values[i, j]) and values[i, j] > 0.6 else "black")
     ax.set_xticks(range(len(PROBES)), PROBES)
-    ax.set_yticks(range(len(cells)), [f"{r.values['objective']} + {r.values['attention'][:6]}." for r in cells], fontsize=8)
-    ax.set_title(title, fontsize=9.5)
+    ax.set_yticks(range(len(cells)), [f"{r.values['objective']}, {r.values['attention']}" for r in cells], fontsize=9)
+    ax.set_title(title, loc="right", fontsize=9)
     ax.grid(False)
     return im
 
 
 @figure("controls-grid")
 def grid_figure(g1: list | None = None, g2: list | None = None):
-    """Accuracy of every objective x attention cell, (a) one-token facts, (b) two-token facts."""
+    """Accuracy of every objective x attention cell (mean over seeds), (a) one-token facts,
+    (b) two-token facts."""
     g1 = g1 if g1 is not None else grid(1)
     g2 = g2 if g2 is not None else grid(2)
-    fig, axes = plot.figure(2, height=3.6)
+    fig, axes = plot.figure(2, height=3.8)
     _heat(axes[0, 0], g1, "one-token facts, one layer")
     im = _heat(axes[0, 1], g2, "two-token facts, llada_like")
     axes[0, 1].set_yticklabels([])
@@ -171,21 +199,30 @@ def grid_figure(g1: list | None = None, g2: list | None = None):
     return fig
 
 
+def _key(ax, entries, **kwargs):
+    """A legend of neutral patches: (label, hatch, filled) per entry, in no model's colour."""
+    from matplotlib.patches import Patch
+    handles = [Patch(facecolor="0.55" if filled else "white", edgecolor="0.3", hatch=hatch, label=label)
+               for label, hatch, filled in entries]
+    ax.legend(handles=handles, **kwargs)
+
+
 @figure("controls-order")
 def order_figure(rows: dict | None = None):
     """Per model: the true converse (b2a) against the false one (swap), one dot per seed."""
     rows = rows or order()
-    fig, axes = plot.figure(1, height=3.1)
+    fig, axes = plot.figure(1, height=3.3)
     ax = axes[0, 0]
     for i, (name, r) in enumerate(rows.items()):
         color = plot.COLORS["ar"] if name == "ARM" else plot.COLORS["mdm"]
-        plot.seed_bars(ax, i - 0.18, r.run.final["b2a"]["acc"], color, 0.34, label="b2a: b rev [M] (true)" if i == 0 else None)
-        plot.seed_bars(ax, i + 0.18, r.run.final["swap"]["acc"], color, 0.34, hatch="//", filled=False,
-                       label="swap: b is [M] (false)" if i == 0 else None)
-    ax.set_xticks(range(len(rows)), [n.replace("MDM, ", "MDM\n").replace(" (RoPE)", "\n(RoPE)") for n in rows], fontsize=7.5)
+        plot.seed_bars(ax, i - 0.18, r.run.final["b2a"]["acc"], color, 0.34)
+        plot.seed_bars(ax, i + 0.18, r.run.final["swap"]["acc"], color, 0.34, hatch="//", filled=False)
+    ax.set_xticks(range(len(rows)), [n.replace("MDM, ", "MDM\n").replace(" (RoPE)", "\n(RoPE)") for n in rows], fontsize=8)
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.12)
-    ax.legend(loc="upper left", fontsize=8, ncol=2)
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
+    _key(ax, [("b2a: b rev [M] (true converse)", None, True), ("swap: b is [M] (false converse)", "//", False)],
+         loc="upper center", ncol=2, fontsize=8.5)
     return fig
 
 
@@ -193,56 +230,66 @@ def order_figure(rows: dict | None = None):
 def interventions_figure(rows: dict | None = None):
     """infill (hatched) and b2a accuracy of the MDM under each intervention, one dot per seed."""
     rows = rows or interventions()
-    fig, axes = plot.figure(1, height=3.1)
+    fig, axes = plot.figure(1, height=3.3)
     ax = axes[0, 0]
     c = plot.COLORS["mdm"]
     for i, (name, r) in enumerate(rows.items()):
-        plot.seed_bars(ax, i - 0.18, r.run.final["infill"]["acc"], c, 0.34, hatch="...", filled=False,
-                       label="infill" if i == 0 else None)
-        plot.seed_bars(ax, i + 0.18, r.run.final["b2a"]["acc"], c, 0.34, label="b2a" if i == 0 else None)
+        plot.seed_bars(ax, i - 0.18, r.run.final["infill"]["acc"], c, 0.34, hatch="//", filled=False)
+        plot.seed_bars(ax, i + 0.18, r.run.final["b2a"]["acc"], c, 0.34)
     labels = ["none", "frozen\nroutes", "$W_V$ per\nposition", "value side\n" + r"$\perp\ \nabla\ell_\mathrm{b2a}$",
               "whole update\n" + r"$\perp\ \nabla\ell_\mathrm{b2a}$", "base 1.5", "base 1.5,\nprefix"]
-    ax.set_xticks(range(len(rows)), labels[:len(rows)], fontsize=7.5)
+    ax.set_xticks(range(len(rows)), labels[:len(rows)], fontsize=8)
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.12)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.set_ylim(0, 1.25)
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1])
+    _key(ax, [("infill (trained)", "//", False), ("b2a (never trained)", None, True)],
+         loc="upper center", ncol=2, fontsize=8.5)
     return fig
+
+
+# one marker and colour per intervention in the summary figure
+INTERVENTION_STYLE = {
+    "routes frozen at init": ("^", "#1f78b4"), "one W_V per position": ("v", "#e31a1c"),
+    "value-side update ⊥ ∇ℓ_b2a": ("<", "#6a3d9a"), "whole update ⊥ ∇ℓ_b2a": (">", "#b15928"),
+    "anti-correlated routes (base 1.5)": ("P", "#33a02c"), "base 1.5, infill only (prefix)": ("X", "#ff7f00"),
+}
 
 
 @figure("controls-summary")
 def summary_figure(g1: list | None = None, o: dict | None = None, iv: dict | None = None):
     """Every model variant of the chapter: b2a against infill accuracy (mean over 8 seeds, bars:
-    the seeds' range); for the inverse-relation models also swap (open markers)."""
+    the seeds' range); for the inverse-relation models also swap (open diamonds)."""
     g1 = g1 if g1 is not None else grid(1)
     o = o or order()
     iv = iv or interventions()
-    fig, axes = plot.figure(1, height=4.2)
+    fig, axes = plot.figure(1, height=5.6, layout="constrained")
     ax = axes[0, 0]
-    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8)
+    ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, zorder=0)
 
-    def point(run, label, color, marker, probe="b2a", filled=True):
+    def point(run, label, color, marker, probe="b2a", filled=True, ms=6.5, zorder=3):
         f = run.final
         if f.get("infill") is None:
             return
         x, y = f["infill"]["acc"], f[probe]["acc"]
         ax.errorbar(x.mean(), y.mean(), xerr=[[x.mean() - x.min()], [x.max() - x.mean()]],
-                    yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt=marker, color=color, ms=6,
-                    mfc=color if filled else "white", elinewidth=0.7, capsize=0, label=label)
+                    yerr=[[y.mean() - y.min()], [y.max() - y.mean()]], fmt=marker, color=color, ms=ms,
+                    mfc=color if filled else "none", elinewidth=0.7, capsize=0, label=label, zorder=zorder)
 
+    for name, r in o.items():  # drawn first and large, so the grid's points show inside them
+        if name != "ARM":
+            point(r.run, None, plot.COLORS["mdm"], "D", probe="swap", filled=False, ms=11, zorder=2)
     for r in g1:
         if not r.refused and r.run.final.get("infill") is not None:
-            point(r.run, f"{r.values['objective']} + {r.values['attention']}", plot.COLORS.get(r.values["objective"], "0.4"),
+            point(r.run, f"{r.values['objective']}, {r.values['attention']}", plot.COLORS.get(r.values["objective"], "0.4"),
                   "s" if r.values["attention"] == "causal" else "o")
     for name, r in iv.items():
-        if name != "none (the MDM)":
-            point(r.run, name, "0.3", "^")
-    for name, r in o.items():
-        if name != "ARM":
-            point(r.run, None, plot.COLORS["mdm"], "D", probe="swap", filled=False)
-    ax.plot([], [], "D", color=plot.COLORS["mdm"], mfc="white", label="inverse relation: swap (false converse)")
+        if name in INTERVENTION_STYLE:
+            marker, color = INTERVENTION_STYLE[name]
+            point(r.run, name, color, marker)
+    ax.plot([], [], "D", color=plot.COLORS["mdm"], mfc="none", ms=9, label="inverse relation: swap (false converse)")
     ax.set_xlabel("infill accuracy (trained, or not)")
-    ax.set_ylabel("b2a accuracy (open: swap)")
+    ax.set_ylabel("b2a accuracy (open diamonds: swap)")
     ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
-    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
+    fig.legend(loc="outside lower center", ncol=2, fontsize=8.5)
     return fig

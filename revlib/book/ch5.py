@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
@@ -83,7 +84,8 @@ def multi_token(masking: str = "token") -> dict:
 
 def zhu_exact() -> dict:
     """Zhu et al.'s split as their code runs it (each one-way pair trained in a random direction):
-    ``{(block, kind): Run}`` for the one-layer toy and the gpt2_like block."""
+    ``{(block, kind): Run}`` for the one-layer toy and the gpt2_like block, and the gpt2_like MDM
+    on the same split with no pair trained both ways."""
     out = {}
     for block in ("one layer", "gpt2_like"):
         for kind in ("mdm", "ar"):
@@ -93,6 +95,9 @@ def zhu_exact() -> dict:
                 over = {} if kind == "mdm" else {"objective": "ar", "attention": "causal"}
                 exp = preset("gpt2_like", seed=WORLD_SEED, **ZHU, **over)
             out[block, kind] = cached_train(exp, SEEDS)
+    # the control that says why the gpt2_like MDM reverses here: the same split, no pair both ways
+    exp = preset("gpt2_like", seed=WORLD_SEED, **{**ZHU, "reversed_fraction": 0.0})
+    out["gpt2_like, no two-way pairs", "mdm"] = cached_train(exp, SEEDS)
     return out
 
 
@@ -142,7 +147,29 @@ def signatures(runs: dict) -> dict:
             a = alignment.alignment(m, w, "mdm", "infill", run.experiment.train)
             return {"corr": corr, "dla": dla, "cosine": a["fact"]["all"], "b2a": run.final["b2a"]["acc"]}
 
-        out[key] = _cached("signatures", run.experiment, measure)
+        out[key] = {**_cached("signatures", run.experiment, measure), "failed": np.asarray(run.failed),
+                    "positional": run.experiment.model.positional}
+    return out
+
+
+SIGNATURES = ("corr", "dla", "cosine")
+
+
+def signature_correlations(sig: dict) -> dict:
+    """Pearson r between each signature and b2a accuracy over the seeds that learned their task
+    (a seed that learned nothing has aligned gradients and no reversal, which says nothing about
+    the mechanism): ``{signature: {"all": r, "rope": r, "absolute": r}}``, plus ``n`` (seeds used)
+    and ``failed`` (seeds left out)."""
+    def pooled(key, positional=None):
+        keep = [v for v in sig.values() if positional in (None, v["positional"])]
+        x = np.concatenate([v[key][~v["failed"]] for v in keep])
+        y = np.concatenate([v["b2a"][~v["failed"]] for v in keep])
+        return float(np.corrcoef(x, y)[0, 1]), x.size
+
+    out = {key: {"all": pooled(key)[0], "rope": pooled(key, "rope")[0], "absolute": pooled(key, "absolute")[0]}
+           for key in SIGNATURES}
+    out["n"] = pooled("corr")[1]
+    out["failed"] = int(sum(v["failed"].sum() for v in sig.values()))
     return out
 
 
@@ -264,7 +291,9 @@ def zhu_table(runs: dict | None = None) -> Table:
                  f"{ZHU_CODE_ARM['p_correct'] / ZHU_CODE_ARM['chance']:.2g}"])
     return Table(["block", "model", "a2b acc", "b2a acc", "swap acc", "b2a p / chance"], rows,
                  caption="Zhu et al.'s split: V = 800, 200 pairs, 140 both ways, the other 60 each in a random "
-                         "direction; 8 seeds; last row reported by an independent run of their code")
+                         "direction (no two-way pairs: all 200 one way); 8 seeds; b2a p / chance: the mean "
+                         "probability of the right held-out answer over chance; last row reported by an "
+                         "independent run of their code")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,24 +302,29 @@ def zhu_table(runs: dict | None = None) -> Table:
 
 @figure("beyond-depth")
 def depth_figure(runs: dict | None = None):
-    """infill (open) and b2a (filled) accuracy of the MDM per depth, block and positional encoding."""
+    """infill (hatched) and b2a (filled) accuracy of the MDM per depth and block, (a) rotary and
+    (b) learned absolute positions, one dot per seed."""
     runs = runs or depth_blocks()
-    fig, axes = plot.figure(2, height=3.0, sharey=True)
+    fig, axes = plot.figure(1, nrows=2, height=2.3, sharex=True)
     c = plot.COLORS["mdm"]
-    for ax, positional, name in zip(axes[0], POSITIONALS, "ab"):
-        labels = []
-        for i, (layers, block) in enumerate([(L, b) for b in BLOCKS for L in DEPTHS]):
+    groups = [(L, b) for b in BLOCKS for L in DEPTHS]
+    for ax, positional, name in zip(axes[:, 0], POSITIONALS, "ab"):
+        for i, (layers, block) in enumerate(groups):
             run = runs["mdm", layers, block, positional]
-            plot.seed_bars(ax, i - 0.18, run.final["infill"]["acc"], c, 0.34, hatch="...", filled=False,
-                           label="infill" if i == 0 else None)
-            plot.seed_bars(ax, i + 0.18, run.final["b2a"]["acc"], c, 0.34, label="b2a" if i == 0 else None)
-            labels.append(f"{layers}L\n{'attn' if block == 'attention only' else 'MLP+norm'}")
-        ax.set_xticks(range(len(labels)), labels, fontsize=8)
-        ax.set_title(f"{positional} positions", fontsize=9.5)
-        ax.set_ylim(0, 1.12)
+            plot.seed_bars(ax, i - 0.18, run.final["infill"]["acc"], c, 0.34, hatch="//", filled=False)
+            plot.seed_bars(ax, i + 0.18, run.final["b2a"]["acc"], c, 0.34)
+        ax.set_title(f"{positional} positions", loc="right", fontsize=9.5)
+        ax.set_ylim(0, 1.3)
+        ax.set_yticks([0, 0.5, 1])
+        ax.set_ylabel("accuracy")
         plot.letter(ax, name)
-    axes[0, 0].set_ylabel("accuracy")
-    axes[0, 0].legend(loc="lower left", fontsize=8)
+    kinds = {"attention only": "attention\nonly", "SwiGLU + RMSNorm": "SwiGLU +\nRMSNorm"}
+    labels = [f"{layers} layer{'s' if layers > 1 else ''}\n{kinds[block]}" for layers, block in groups]
+    axes[1, 0].set_xticks(range(len(groups)), labels, fontsize=8)
+    from matplotlib.patches import Patch
+    axes[0, 0].legend(handles=[Patch(facecolor="white", edgecolor=c, hatch="//", label="infill"),
+                               Patch(facecolor=c, edgecolor=c, label="b2a")],
+                      loc="upper center", ncol=2, fontsize=8.5)
     return fig
 
 
@@ -324,33 +358,39 @@ def multi_figure(runs: dict | None = None, span: dict | None = None):
 def signatures_figure(sig: dict | None = None):
     """Which signature predicts b2a? (a) route correlation, (b) direct logit attribution of the
     attention outputs to the right b2a answer, (c) same-fact gradient cosine, against b2a accuracy:
-    one dot per seed of every MDM variant; titles give the correlation across all dots."""
+    one dot per seed of every one-token MDM; crosses: seeds that did not learn their task (left out
+    of the correlations); titles: r over the trained seeds, all and within each encoding."""
     if sig is None:
         sig = signatures(signature_runs())
-    fig, axes = plot.figure(3, height=2.7, sharey=True)
-    y = np.concatenate([v["b2a"] for v in sig.values()])
-    for ax, key, label, name in zip(axes[0], ("corr", "dla", "cosine"),
+    r = signature_correlations(sig)
+    fig, axes = plot.figure(3, height=3.0, sharey=True)
+    for ax, key, label, name in zip(axes[0], SIGNATURES,
                                     ("route correlation", "attention's logit for a (DLA)", "same-fact cosine"), "abc"):
-        for k, v in sig.items():
-            positional = k[3] if len(k) == 4 else "rope"
-            ax.scatter(v[key], v["b2a"], s=9, color=plot.COLORS["mdm"] if positional == "rope" else "0.45",
-                       marker="o" if positional == "rope" else "s", alpha=0.7, linewidths=0)
-        x = np.concatenate([v[key] for v in sig.values()])
-        r = np.corrcoef(x, y)[0, 1]
-        ax.set_title(f"r = {r:.2f}", fontsize=9.5)
+        for v in sig.values():
+            rope = v["positional"] == "rope"
+            ok = ~v["failed"]
+            ax.scatter(v[key][ok], v["b2a"][ok], s=9, color=plot.COLORS["mdm"] if rope else "0.45",
+                       marker="o" if rope else "s", alpha=0.7, linewidths=0)
+            ax.scatter(v[key][~ok], v["b2a"][~ok], s=16, color="#d62728", marker="x", linewidths=1)
+        ax.set_title(f"r = {r[key]['all']:.2f}\nRoPE {r[key]['rope']:.2f}, abs. {r[key]['absolute']:.2f}",
+                     fontsize=8.5, loc="right")
         ax.set_xlabel(label, fontsize=9)
         plot.letter(ax, name)
     axes[0, 0].set_ylabel("b2a accuracy")
-    axes[0, 0].scatter([], [], color=plot.COLORS["mdm"], s=9, label="RoPE")
-    axes[0, 0].scatter([], [], color="0.45", marker="s", s=9, label="absolute")
-    axes[0, 0].legend(loc="lower right", fontsize=7.5)
+    axes[0, 0].set_ylim(-0.05, 1.25)
+    axes[0, 0].set_yticks([0, 0.25, 0.5, 0.75, 1])
+    handles = [axes[0, 0].scatter([], [], color=plot.COLORS["mdm"], s=9, label="RoPE"),
+               axes[0, 0].scatter([], [], color="0.45", marker="s", s=9, label="absolute"),
+               axes[0, 0].scatter([], [], color="#d62728", marker="x", s=16, label="failed to train")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8.5)
     return fig
 
 
 @figure("beyond-layers")
 def layers_figure(data: dict | None = None):
-    """A 4-layer MDM (SwiGLU + RMSNorm, RoPE): (a) route correlation per layer and head, (b) DLA
-    per layer, (c) same-fact gradient cosine per layer's QK and OV blocks along training."""
+    """A 4-layer MDM (SwiGLU + RMSNorm, RoPE), layers numbered from 0 at the input: (a) route
+    correlation per layer (and head), (b) DLA per layer, (c) same-fact gradient cosine of every
+    layer's QK and OV blocks along training."""
     if data is None:
         data = layer_signatures(depth_blocks()["mdm", 4, "SwiGLU + RMSNorm", "rope"])
     fig, axes = plot.figure(3, height=2.7)
@@ -358,26 +398,31 @@ def layers_figure(data: dict | None = None):
     L, H = corr.shape[1:]
     for h in range(H):
         plot.band(axes[0, 0], np.arange(L), corr[:, :, h].T, plot.COLORS["mdm"], ["-", "--", ":", "-."][h % 4],
-                  f"head {h}", marker="o")
+                  f"head {h}" if H > 1 else None, marker="o")
     axes[0, 0].set_xlabel("layer")
     axes[0, 0].set_ylabel("route correlation")
-    axes[0, 0].legend(fontsize=7.5)
+    if H > 1:
+        axes[0, 0].legend(fontsize=7.5)
     dla = data["dla"]  # (K, L)
-    plot.seed_bars(axes[0, 1], np.arange(L), dla.mean(0), plot.COLORS["mdm"], 0.6)
+    axes[0, 1].bar(np.arange(L), dla.mean(0), 0.6, color=plot.COLORS["mdm"], alpha=0.85)
+    jitter = np.linspace(-0.15, 0.15, dla.shape[0])
     for l in range(L):
-        axes[0, 1].scatter(np.full(dla.shape[0], l), dla[:, l], s=7, color="black", zorder=3)
+        axes[0, 1].scatter(l + jitter, dla[:, l], s=7, color="black", zorder=3, linewidths=0)
+    axes[0, 1].axhline(0, color="0.5", lw=0.8)
     axes[0, 1].set_xlabel("layer")
     axes[0, 1].set_ylabel("logit for a (DLA)")
     trace = data["trace"]
+    shades = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, L))
     for l in range(L):
         for block, ls in (("qk", ":"), ("ov", "-")):
             key = f"L{l}.{block}"
             if key in trace.values["fact"]:
-                plot.band(axes[0, 2], trace.steps, trace["fact", key], plot.COLORS["mdm"], ls,
-                          f"L{l} {block}" if l in (0, L - 1) else None, marker=None)
+                plot.band(axes[0, 2], trace.steps, trace["fact", key], shades[l], ls,
+                          f"layer {l} {block.upper()}" if block == "ov" else None, marker=None)
+    axes[0, 2].plot([], [], color="0.4", ls=":", label="QK (dotted)")
     axes[0, 2].set_xlabel("training step")
     axes[0, 2].set_ylabel("same-fact cosine")
-    axes[0, 2].legend(fontsize=7)
+    axes[0, 2].legend(fontsize=7, ncol=1, loc="best")
     for ax, name in zip(axes[0], "abc"):
         plot.letter(ax, name)
     return fig

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import re
 
 import numpy as np
 
@@ -12,8 +13,12 @@ class Table:
     ``data`` optionally keeps the raw numbers behind the rows, for ``python -m revlib tables --json``.
     """
 
-    def __init__(self, header: list[str], rows: list[list[str]], caption: str = "", data=None):
+    def __init__(self, header: list[str], rows: list[list[str]], caption: str = "", data=None,
+                 wrap: tuple[int, ...] = (), stack_ranges: bool = False, compact: bool = False):
         self.header, self.rows, self.caption, self.data = header, rows, caption, data
+        self.wrap = set(wrap)  # columns of prose that may wrap; numbers stay on one line
+        self.stack_ranges = stack_ranges  # in HTML, put a cell's "[min, max]" under its mean ± sd
+        self.compact = compact  # in HTML, a smaller type for a table with many columns
 
     def __str__(self) -> str:
         cols = list(zip(self.header, *self.rows))
@@ -24,9 +29,18 @@ class Table:
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
+        body = "".join("<tr>" + "".join(self._td(j, c) for j, c in enumerate(row)) + "</tr>" for row in self.rows)
         cap = f"<caption>{html.escape(self.caption)}</caption>" if self.caption else ""
-        return f'<table class="revlib-table">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+        kind = "revlib-table compact" if self.compact else "revlib-table"
+        return f'<table class="{kind}">{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+    def _td(self, column: int, text: str) -> str:
+        if column in self.wrap:
+            return f'<td class="wrap">{html.escape(text)}</td>'
+        m = re.fullmatch(r"(.+?) (\[[^\]]+\])", text) if self.stack_ranges else None
+        if m:
+            return f'<td>{html.escape(m[1])}<br><span class="range">{html.escape(m[2])}</span></td>'
+        return f"<td>{html.escape(text)}</td>"
 
     def to_json(self) -> dict:
         out = {"caption": self.caption, "header": self.header, "rows": self.rows}
