@@ -1,4 +1,4 @@
-"""The three training objectives and the masking process: this file is the whole difference
+"""The four training objectives and the masking process: this file is the whole difference
 between an ARM and an MDM in training.
 
 ==========  ===================================================================================

@@ -267,12 +267,12 @@ def ablation_figure(ablation: dict | None = None):
     c = plot.COLORS["mdm"]
     for i, (positional, r) in enumerate(ablation.items()):
         f = r["run"].final
-        plot.seed_bars(ax[0], i - 0.18, f["infill"]["acc"], c, 0.34, hatch="...", filled=False, label="infill" if i == 0 else None)
+        plot.seed_bars(ax[0], i - 0.18, f["infill"]["acc"], c, 0.34, hatch="//", filled=False, label="infill" if i == 0 else None)
         plot.seed_bars(ax[0], i + 0.18, f["b2a"]["acc"], c, 0.34, label="b2a" if i == 0 else None)
         plot.seed_bars(ax[1], i - 0.18, r["init"]["corr"], c, 0.34, filled=False, label="at init" if i == 0 else None)
         plot.seed_bars(ax[1], i + 0.18, r["final"]["corr"], c, 0.34, label="trained" if i == 0 else None)
         plot.seed_bars(ax[2], i, r["final"]["evidence"], c, 0.5)
-        plot.seed_bars(ax[3], i - 0.18, r["final"]["weight_infill"], c, 0.34, hatch="...", filled=False,
+        plot.seed_bars(ax[3], i - 0.18, r["final"]["weight_infill"], c, 0.34, hatch="//", filled=False,
                        label="infill" if i == 0 else None)
         plot.seed_bars(ax[3], i + 0.18, r["final"]["weight_b2a"], c, 0.34, label="b2a" if i == 0 else None)
     ax[0].set_ylabel("accuracy")
@@ -282,8 +282,12 @@ def ablation_figure(ablation: dict | None = None):
     for a, name in zip(ax, "abcd"):
         a.set_xticks(range(len(ablation)), list(ablation))
         plot.letter(a, name)
-    for a in (ax[0], ax[1], ax[3]):
-        a.legend(loc="lower left", fontsize=7.5)
+    for a in (ax[0], ax[1], ax[3]):  # headroom for a legend above the bars, no ticks in it
+        lo, hi = a.get_ylim()
+        ticks = [t for t in a.get_yticks() if lo <= t <= hi]
+        a.set_ylim(lo, hi + 0.35 * (hi - lo))
+        a.set_yticks(ticks)
+        a.legend(loc="upper center", ncol=2, fontsize=7.5)
     return fig
 
 
@@ -297,18 +301,21 @@ def heads_figure(h: dict | None = None):
     c = plot.COLORS["mdm"]
     for i, (H, r) in enumerate(h.items()):
         f = r["run"].final
-        plot.seed_bars(a, i - 0.18, f["infill"]["acc"], c, 0.34, hatch="...", filled=False, label="infill" if i == 0 else None)
+        plot.seed_bars(a, i - 0.18, f["infill"]["acc"], c, 0.34, hatch="//", filled=False, label="infill" if i == 0 else None)
         plot.seed_bars(a, i + 0.18, f["b2a"]["acc"], c, 0.34, label="b2a" if i == 0 else None)
     a.set_xticks(range(len(h)), [str(H) for H in h])
     a.set_xlabel("heads")
     a.set_ylabel("accuracy")
-    a.legend(loc="lower left")
+    a.set_ylim(0, 1.3)
+    a.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    a.legend(loc="upper center", ncol=2)
     plot.letter(a, "a")
     r = h[4] if 4 in h else h[max(h)]
     x = np.arange(r["w_infill"].shape[1])
-    b.bar(x - 0.2, r["w_infill"][0], 0.38, color="white", edgecolor=c, hatch="...", label="weight on b, infill")
+    b.bar(x - 0.2, r["w_infill"][0], 0.38, color="white", edgecolor=c, hatch="//", label="weight on b, infill")
     b.bar(x + 0.2, r["w_b2a"][0], 0.38, color=c, label="weight on b, b2a")
-    b.set_ylim(0, 1.05)
+    b.set_ylim(0, 1.5)
+    b.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     b.set_xticks(x, [f"head {i}" for i in x])
     b.set_ylabel("attention weight")
     ev = b.twinx()
@@ -316,8 +323,12 @@ def heads_figure(h: dict | None = None):
     ev.set_ylabel(r"evidence $u_a^\top W_h E[b]$")
     ev.spines["right"].set_visible(True)
     ev.grid(False)
+    lo, hi = ev.get_ylim()
+    ticks = [t for t in ev.get_yticks() if lo <= t <= hi]
+    ev.set_ylim(lo, hi + 0.5 * (hi - lo))
+    ev.set_yticks(ticks)
     lines = b.get_legend_handles_labels()[0] + ev.get_legend_handles_labels()[0]
-    b.legend(lines, [ln.get_label() for ln in lines], loc="upper right", fontsize=7.5)
+    b.legend(lines, [ln.get_label() for ln in lines], loc="upper center", ncol=2, fontsize=7.5)
     plot.letter(b, "b")
     return fig
 

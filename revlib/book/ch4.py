@@ -102,14 +102,16 @@ def grid_table(rows: list | None = None, k: int = 1) -> Table:
     for r in rows:
         o, a = r.values["objective"], r.values["attention"]
         if r.refused:
-            out.append([o, a, "refused", "", "", "", ""])
+            out.append([o, a, "refused", "", "", ""])
             continue
         p = r.summary["probes"]
-        out.append([o, a] + [_cell(p[n]) for n in PROBES] + [_cell(p["b2a"], "nll", 1), f"{r.summary['failed']}"])
-    return Table(["objective", "attention", "a2b acc", "infill acc", "b2a acc", "b2a loss (nats)", "failed"], out,
+        out.append([o, a] + [f"{_cell(p[n])} ({_cell(p[n], 'nll', 1)} nats)" if p[n] else "n/a" for n in PROBES]
+                   + [f"{r.summary['failed']}"])
+    return Table(["objective", "attention", "a2b acc (loss)", "infill acc (loss)", "b2a acc (loss)", "failed"], out,
                  caption=f"{'one-token facts, the one-layer toy' if k == 1 else 'two-token facts, a llada_like block, 64 facts'};"
                          " mean ± sd over 8 seeds; failed: seeds below 0.9 on what they were trained on; ar with"
-                         " bidirectional attention is refused (every position would see the token it predicts)")
+                         " bidirectional attention is refused (every position would see the token it predicts)",
+                 stack_ranges=True)
 
 
 @table("ch4-grid-k2")

@@ -334,7 +334,7 @@ def multi_figure(runs: dict | None = None, span: dict | None = None):
     token masking (solid) and entity-span masking (dashed), MDM; the ARM's b2a for contrast."""
     runs = runs or multi_token()
     span = multi_token("span") if span is None else span
-    fig, axes = plot.figure(1, height=3.0)
+    fig, axes = plot.figure(1, height=3.0, layout="constrained")
     ax = axes[0, 0]
     ks = list(ENTITY_TOKENS)
     for probe in ("a2b", "infill", "b2a"):
@@ -350,7 +350,7 @@ def multi_figure(runs: dict | None = None, span: dict | None = None):
     ax.set_xlabel("tokens per name")
     ax.set_ylabel("accuracy of the whole name")
     ax.set_ylim(-0.03, 1.05)
-    ax.legend(loc="center right", fontsize=8)
+    fig.legend(loc="outside right center", fontsize=8)
     return fig
 
 

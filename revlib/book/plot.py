@@ -103,13 +103,15 @@ def probe_bars(finals: dict, chance: float, metric: str = "acc", ax=None, probes
             ax.text(x, values.mean(), text, ha="center", va="bottom", fontsize=8)
     if metric == "acc":
         ax.axhline(chance, **CHANCE_STYLE, label="chance")
-        ax.set_ylim(0, 1.12)
+        ax.set_ylim(0, 1.32)  # headroom: the legend sits above the bars and their value labels
+        ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
         ax.set_ylabel("accuracy")
     else:
         ax.axhline(-np.log(chance), **CHANCE_STYLE, label=r"chance, $-\log(1/V)$")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.25)
         ax.set_ylabel("loss of the right answer (nats)")
     ax.set_xticks(range(len(probes)), [PROBE_LABELS[p] for p in probes])
-    ax.legend(loc="upper left", ncol=3, fontsize=8)
+    ax.legend(loc="upper center", ncol=3, fontsize=8)
     return ax
 
 

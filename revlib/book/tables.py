@@ -17,7 +17,7 @@ class Table:
                  wrap: tuple[int, ...] = (), stack_ranges: bool = False, compact: bool = False):
         self.header, self.rows, self.caption, self.data = header, rows, caption, data
         self.wrap = set(wrap)  # columns of prose that may wrap; numbers stay on one line
-        self.stack_ranges = stack_ranges  # in HTML, put a cell's "[min, max]" under its mean ± sd
+        self.stack_ranges = stack_ranges  # in HTML, put a cell's trailing "[min, max]" or "(...)" on a second line
         self.compact = compact  # in HTML, a smaller type for a table with many columns
 
     def __str__(self) -> str:
@@ -37,7 +37,7 @@ class Table:
     def _td(self, column: int, text: str) -> str:
         if column in self.wrap:
             return f'<td class="wrap">{html.escape(text)}</td>'
-        m = re.fullmatch(r"(.+?) (\[[^\]]+\])", text) if self.stack_ranges else None
+        m = re.fullmatch(r"(.+?) (\[[^\]]+\]|\([^)]+\))", text) if self.stack_ranges else None
         if m:
             return f'<td>{html.escape(m[1])}<br><span class="range">{html.escape(m[2])}</span></td>'
         return f"<td>{html.escape(text)}</td>"
