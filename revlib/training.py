@@ -83,7 +83,7 @@ def check_memory(exp: Experiment, n_members: int = 1) -> None:
         raise ConfigError(
             f"training {n_members} seed{'s' if n_members > 1 else ''} of this configuration needs about "
             f"{need / 2**30:.1f} GiB (vocabulary {exp.data.n_vocab}, d_model {exp.model.d_model}, "
-            f"{exp.model.n_layers} layers); the limit is {MEMORY_LIMIT_BYTES / 2**30:.0f} GiB"
+            f"{exp.model.n_layers} layer{'s' if exp.model.n_layers > 1 else ''}); the limit is {MEMORY_LIMIT_BYTES / 2**30:.0f} GiB"
         )
 
 

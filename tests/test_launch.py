@@ -382,3 +382,24 @@ def test_browser_check_fails_on_clipped_tables_and_scrolling_code(tmp_path, caps
     assert re.search(r"table cell text cut: td \(row 2, column 1 of table#fixed.*cut \(overflow hidden\)", tables), tables
     assert tables.count("- ") == 2, tables
     assert out.rstrip().endswith("1 passed, 2 failed")
+
+
+# ---------------------------------------------------------------- the notebooks read in Jupyter
+
+@pytest.mark.parametrize("nb", book_notebooks(), ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_markdown_renders_in_jupyter_as_in_the_book(nb):
+    """Jupyter shows a MyST directive (```{...} or :::{...}) as raw text and a solution in the open:
+    boxes are HTML (<div class="admonition ...">) and every solution sits in a <details> block,
+    both of which render in the book and in Jupyter alike."""
+    rel = nb.relative_to(REPO_ROOT).as_posix()
+    cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+    for i, cell in enumerate(c for c in cells if c["cell_type"] == "markdown"):
+        src = "".join(cell["source"])
+        fences = re.findall(r"^(?:```|:::)\{[\w:-]+\}", src, flags=re.M)
+        assert not fences, f"{rel}, markdown cell {i}: {fences[0]} shows as raw text in Jupyter; use HTML"
+        opened = src.count("<details>")
+        assert opened == src.count("</details>"), f"{rel}, markdown cell {i}: unbalanced <details>"
+        solutions = len(re.findall(r"\bSolution\b", src))
+        hidden = len(re.findall(r"<details><summary>Solution", src))
+        assert solutions <= hidden, (
+            f"{rel}, markdown cell {i}: a solution outside <details><summary>Solution...")
