@@ -85,3 +85,27 @@ def test_table_html_escapes_wraps_prose_columns_and_stacks_ranges():
     plain = Table(["acc"], [["0.97 ± 0.01 [0.95, 0.99]"]])._repr_html_()
     assert "<td>0.97 ± 0.01 [0.95, 0.99]</td>" in plain  # stacking is asked for, never implied
     assert "0.97 ± 0.01 [0.95, 0.99]" in str(t)  # the text form keeps one line per row
+
+
+def test_an_explorer_closes_the_figure_it_replaces():
+    """A long-lived kernel must not accumulate figures: every redraw closes the one it drew."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    from revlib.book.explore import Explorer
+
+    plt.close("all")
+    drawn = []
+
+    def draw(x):
+        fig = plt.figure()
+        drawn.append(fig)
+        return fig, True
+
+    slider = w.IntSlider(value=0, min=0, max=10)
+    explorer = Explorer({"x": slider}, draw)
+    for value in range(1, 6):
+        slider.value = value  # each change redraws
+    assert len(drawn) == 6
+    assert plt.get_fignums() == []
+    assert explorer.status.value.startswith("trained in")

@@ -15,8 +15,8 @@ from ..cache import cached_train
 from ..config import ConfigError, preset
 from . import plot
 
-# Chapter 1's explorer: an ARM + MDM retrain at the largest settings takes about a second
-# (python -m revlib bench reports explorer_retrain_s).
+# Chapter 1's explorer: an ARM + MDM retrain at the largest settings takes two to three seconds
+# on a 2-core machine (python -m revlib bench reports explorer_retrain_s).
 MAX_PAIRS, MAX_D_MODEL, MAX_STEPS = 128, 64, 300
 
 
