@@ -44,7 +44,7 @@ from . import objectives
 from .config import ConfigError, Experiment, preset
 from .data import make_world
 from .model import build_model
-from .training import ScaledAdam, check_memory, lr_factor, torch_threads, trainable, train
+from .training import ScaledAdam, check_memory, denormals_flushed, lr_factor, torch_threads, trainable, train
 
 TARGET = 0.95
 MATMULS = {"aten.mm", "aten.bmm", "aten.addmm", "aten.baddbmm"}
@@ -137,7 +137,7 @@ def interleaved(fns: dict, repeats: int = 9, inner: int = 10) -> dict[str, float
 
 def step_and_floor(exp: Experiment, n_members: int, repeats: int = 9) -> dict[str, float]:
     """step_ms, floor_ms and attention_ms of ``exp`` with ``n_members`` seeds (see the module doc)."""
-    with torch_threads(1):
+    with torch_threads(1), denormals_flushed():  # as in train(), for revlib and the reference alike
         step = training_step(exp, n_members)
         calls = capture(step)
         floor, n_kernels = replay(calls, MATMULS | SOFTMAX)
@@ -168,7 +168,7 @@ def reference(exp: Experiment, repeats: int = 9, max_steps: int = 30_000) -> dic
     ref = _reference_module()
     world = make_world(exp.data)
     probe = world.probe("a2b")
-    with torch_threads(1):
+    with torch_threads(1), denormals_flushed():  # as in train(), for revlib and the reference alike
         step = ref.make_step(world.train_tokens, world.vocab_size)
         t = interleaved({"step": step}, repeats=repeats)
         r = ref.train_reference(world.train_tokens, probe.tokens, probe.answers[:, 0], world.vocab_size,

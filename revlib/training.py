@@ -50,6 +50,21 @@ def torch_threads(n: int):
         torch.set_num_threads(before)
 
 
+@contextlib.contextmanager
+def denormals_flushed():
+    """Run the block with subnormal floats flushed to zero, then restore torch's default.
+
+    Once a model fits its facts, many gradients and Adam moments fall below float32's smallest
+    normal number (1.2e-38), and arithmetic on such subnormals is many times slower on x86: the
+    ARM at d_model 64 trains a third faster with them flushed. A value that small changes no
+    loss or accuracy the book reports."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)  # torch's default; torch cannot report the previous mode
+
+
 def threads_for(model: Transformer) -> int:
     """One thread for small models (the rule of this project), torch's default otherwise."""
     n_params = sum(p[0].numel() for p in model.parameters())
@@ -318,7 +333,7 @@ def train(experiment: Experiment, seeds=None, progress: bool = False, callback=N
             # delay: no bar at all for runs that finish within a couple of seconds
             bar = tqdm(total=tc.steps, delay=2.0, desc=f"{tc.objective} x{len(seeds)}", leave=False)
         start = time.perf_counter()
-        with torch_threads(threads_for(model)):
+        with torch_threads(threads_for(model)), denormals_flushed():
             for step in range(tc.steps + 1):
                 losses = objectives.loss(model, tc, batches.get(step))  # (K,)
                 total = losses.sum()

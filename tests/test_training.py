@@ -367,3 +367,21 @@ def test_torch_threads_are_restored():
     train(tiny(steps=2))
     assert torch.get_num_threads() == before
     assert training.threads_for(build_model(tiny(), (0,))) == 1
+
+
+def test_training_flushes_subnormals_and_restores_the_default_after():
+    """Inside train() subnormal floats are flushed to zero (they make a converged model's steps
+    slow); outside, torch's default is back, even when training raises."""
+    subnormal = lambda: (torch.tensor([1e-39]) * 1.0).item()  # noqa: E731
+    assert subnormal() != 0.0
+    seen = []
+    train(preset("mdm", n_pairs=8, d_model=8, steps=2, eval_every=1), callback=lambda *a: seen.append(subnormal()))
+    assert seen and all(v == 0.0 for v in seen)
+    assert subnormal() != 0.0
+
+    def boom(*args):
+        raise KeyError("stop")
+
+    with pytest.raises(KeyError):
+        train(preset("mdm", n_pairs=8, d_model=8, steps=2), callback=boom)
+    assert subnormal() != 0.0
