@@ -16,7 +16,7 @@ from ..sweep import sweep
 from . import ch1, plot
 from .registry import figure, table
 from .seeds import SEEDS, WORLD_SEED
-from .tables import Table
+from .tables import Table, mean_sd
 
 DEPTHS = (1, 2, 4)
 BLOCKS = {"attention only": {}, "SwiGLU + RMSNorm": {"mlp": "swiglu", "norm": "rmsnorm", "bias": False, "lr": 0.03}}
@@ -226,8 +226,7 @@ def _acc(run, probe) -> str:
     f = run.final.get(probe)
     if f is None:
         return "n/a"
-    a = np.asarray(f["acc"])
-    return f"{a.mean():.2f} ± {a.std(ddof=1):.2f}"
+    return mean_sd(f["acc"])
 
 
 @table("ch5-depth")
@@ -272,9 +271,7 @@ def decoding_table(dec: dict | None = None, runs: dict | None = None, span: dict
     for (k, masking), it in dec.items():
         run = (runs if masking == "token" else span)[k, "mdm"]
         for probe in ("a2b", "infill", "b2a"):
-            one = np.asarray(run.final[probe]["acc"])
-            rows.append([str(k), masking, probe, f"{one.mean():.2f} ± {one.std(ddof=1):.2f}",
-                         f"{it[probe].mean():.2f} ± {it[probe].std(ddof=1):.2f}"])
+            rows.append([str(k), masking, probe, mean_sd(run.final[probe]["acc"]), mean_sd(it[probe])])
     return Table(["tokens per name", "masking", "probe", "one pass", "one slot at a time"], rows,
                  caption="MDM (llada_like block, 64 facts), accuracy of the whole name, 8 seeds")
 
