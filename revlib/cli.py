@@ -398,7 +398,7 @@ def cmd_figures(args) -> int:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no window
-    from .book.figures import REGISTRY, TABLES, save_all
+    from .book.figures import REGISTRY, TABLES, read_timings, save_all
 
     unknown = [n for n in (args.only or []) if n not in REGISTRY and n not in TABLES]
     if unknown:
@@ -411,6 +411,12 @@ def cmd_figures(args) -> int:
         raise UsageError(f"cannot write to {args.out}: {err.strerror or err}") from None
     for path in written:
         print(path)
+    timings = read_timings(args.out)
+    if timings:
+        chapters = ", ".join(f"{name} {sec:.0f} s" for name, sec in timings["chapter_seconds"].items())
+        print(f"wall {timings['wall_seconds']:.0f} s with {args.jobs} job{'s' if args.jobs > 1 else ''} "
+              f"(per chapter: {chapters}); results-cache entries {timings['cache_entries_before']} -> "
+              f"{timings['cache_entries_after']}")
     return 0
 
 

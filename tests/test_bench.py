@@ -97,3 +97,20 @@ def test_cached_benchmark_measures_once(monkeypatch):
     assert second == {"step_ms": 1.5, "threads": 1, "cached": True}
     bench.cached_benchmark(ensemble_k=3)
     assert len(calls) == 2
+
+
+def test_a_reference_that_never_converges_makes_the_speedup_a_lower_bound(monkeypatch):
+    """No reference run here: its convergence count is replaced, the rest measured on a tiny model."""
+    from revlib.book import perf
+
+    monkeypatch.setattr(bench, "preset", lambda name, **kw: tiny(name))
+    monkeypatch.setattr(bench, "reference_convergence", lambda exp, max_steps=bench.REFERENCE_MAX_STEPS:
+                        {"reference_steps_to_target": None, "reference_max_steps": 500, "reference_final_a2b": 0.37})
+    monkeypatch.setattr(bench, "steps_to_target", lambda exp: 10)
+    monkeypatch.setattr(bench, "explorer_retrain", lambda: {"explorer_retrain_s": 1.0})
+    b = bench.run_benchmark(ensemble_k=2, repeats=1)
+    assert b["speedup_is_lower_bound"] and b["recipe_gain"] == 50
+    assert b["speedup"] == pytest.approx(500 * b["reference_step_ms"] / (10 * b["step_ms"]))
+    texts = perf.reference_texts(b)
+    assert texts["speedup_text"].startswith("at least") and "500 steps" in texts["speedup_text"]
+    assert texts["recipe_text"] == "at least 50 times fewer steps"

@@ -36,11 +36,21 @@ def fake_registry(monkeypatch):
 
 def test_save_all_writes_png_svg_and_table_json(tmp_path, fake_registry):
     written = figures.save_all(tmp_path, with_tables=True)
-    assert sorted(p.name for p in written) == ["fake-figure.png", "fake-figure.svg", "fake-table.json"]
+    assert sorted(p.name for p in written) == ["fake-figure.png", "fake-figure.svg", "fake-table.json", "timings.json"]
     assert (tmp_path / "fake-figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (tmp_path / "fake-figure.svg").read_text()
     table = json.loads((tmp_path / "fake-table.json").read_text())
     assert table == {"caption": "fake", "header": ["a", "b"], "rows": [["1", "2"]], "data": {"x": 1.5}}
+
+
+def test_save_all_records_each_chapters_seconds_and_the_cache_it_started_from(tmp_path, fake_registry, monkeypatch):
+    monkeypatch.setenv("REVLIB_CACHE", str(tmp_path / "cache"))
+    figures.save_all(tmp_path / "out", with_tables=True)
+    t = figures.read_timings(tmp_path / "out")
+    assert set(t["chapter_seconds"]) == {"test_figures"} and t["chapter_seconds"]["test_figures"] >= 0
+    assert t["wall_seconds"] >= t["chapter_seconds"]["test_figures"] - 0.01
+    assert t["jobs"] == 1 and t["cache_entries_before"] == 0 == t["cache_entries_after"]
+    assert figures.read_timings(tmp_path / "nowhere") is None
 
 
 def test_svg_output_is_deterministic(tmp_path, fake_registry):
@@ -109,3 +119,52 @@ def test_an_explorer_closes_the_figure_it_replaces():
     assert len(drawn) == 6
     assert plt.get_fignums() == []
     assert explorer.status.value.startswith("trained in")
+
+
+@pytest.mark.parametrize("cores", [1, 2])
+def test_explorer_runs_side_by_side_are_the_runs_trained_alone(monkeypatch, cores):
+    """Training the explorer's ARM and MDM at once (one thread each) changes no number, keeps their
+    order, and leaves the caller's thread settings as they were."""
+    import torch
+
+    from conftest import tiny
+    from revlib.book import explore
+    from revlib.training import train
+
+    monkeypatch.setattr(explore, "usable_cores", lambda: cores)
+    exps = [tiny("ar"), tiny("mdm")]
+    threads = torch.get_num_threads()
+    together = explore.train_side_by_side(exps, cached=False)
+    assert torch.get_num_threads() == threads
+    for exp, run in zip(exps, together):
+        alone = train(exp)
+        assert run.objective == exp.train.objective
+        assert run.history.keys() == alone.history.keys()
+        for key, values in alone.history.items():
+            assert (run.history[key] == values).all(), key
+        for (name, p), q in zip(run.model.named_parameters(), alone.model.parameters()):
+            assert torch.equal(p, q), name
+
+
+def test_explorer_retrain_reports_side_by_side_against_alone(monkeypatch):
+    from conftest import tiny
+    from revlib import bench
+
+    exps = [tiny("ar"), tiny("mdm")]
+    out = bench.explorer_retrain(exps)
+    assert set(out) == {"explorer_retrain_s", "explorer_slowest_alone_s", "explorer_sequential_s", "explorer_workers"}
+    assert 0 < out["explorer_slowest_alone_s"] <= out["explorer_sequential_s"] and out["explorer_workers"] >= 1
+
+
+def test_the_performance_page_reports_the_book_only_from_an_empty_cache(tmp_path):
+    from revlib.book import perf
+
+    assert perf.cold_book(tmp_path) is None and "not measured" in perf.book_story(None)
+    timings = {"chapter_seconds": {"ch1": 60.0, "ch5": 300.0}, "wall_seconds": 330.0, "jobs": 2,
+               "cache_entries_before": 0, "cache_entries_after": 40}
+    (tmp_path / "timings.json").write_text(json.dumps(timings))
+    story = perf.book_story(perf.cold_book(tmp_path))
+    assert story.startswith("missed by 83%") and "5.5 minutes" in story and "(ch5) alone takes 5.0 minutes" in story
+    (tmp_path / "timings.json").write_text(json.dumps({**timings, "cache_entries_before": 3}))
+    assert perf.cold_book(tmp_path) is None  # a warm run measured loading, not training
+    assert perf.book_story({**timings, "wall_seconds": 120.0}).startswith("met")
