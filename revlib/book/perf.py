@@ -113,7 +113,7 @@ def reference_texts(b: dict) -> dict[str, str]:
 def explorer_story(b: dict) -> str:
     """What bounds the explorer's retrain, in words, from the benchmark ``b``."""
     mdm_floor_s = b["explorer_mdm_floor_ms"] * MAX_STEPS / 1e3
-    mdm = (f"the slower of the two, the MDM at $d$ = 64, takes {b['explorer_slowest_alone_s']:.1f} s alone; "
+    mdm = (f"the slower of the two, the MDM at d_model 64, takes {b['explorer_slowest_alone_s']:.1f} s alone; "
            f"its steps cost {b['explorer_mdm_step_ms']:.1f} ms each, {b['explorer_mdm_step_ms'] / b['explorer_mdm_floor_ms']:.1f} "
            f"times their floor, and {MAX_STEPS} of them at the floor alone would take {mdm_floor_s:.1f} s on this machine")
     if b.get("explorer_workers", 1) > 1:
