@@ -240,19 +240,28 @@ class Run:
 
     ``history`` maps ``"step"`` to an array (n,) and ``"loss"`` and ``"<probe>_<metric>"``
     (metrics ``acc``, ``p_correct``, ``nll``) to arrays (n, K), one column per seed; a probe the
-    model cannot answer (``ar`` and ``infill``) has no entries. ``init_state`` holds the initial
-    weights (:meth:`initial_model`).
+    model cannot answer (``ar`` and ``infill``) has no entries. ``model`` is the trained ensemble;
+    a run loaded from the cache (revlib.cache) reads it from disk on first use.
     """
 
     experiment: Experiment
     seeds: tuple[int, ...]
-    model: Transformer
     world: FactWorld
     history: dict[str, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the training loop
     eval_seconds: np.ndarray | None = None  # (n,) time at each history step (timing, not a result)
-    init_state: dict[str, torch.Tensor] | None = None
     cached: bool = False  # True when revlib.cache loaded this run instead of training it
+    trained_model: Transformer | None = field(default=None, repr=False)
+    load_model: object = field(default=None, repr=False, compare=False)  # () -> Transformer, for a cached run
+
+    @property
+    def model(self) -> Transformer:
+        """The trained ensemble (loaded on first use for a run that came from the cache)."""
+        if self.trained_model is None:
+            if self.load_model is None:
+                raise ValueError("this run holds no model")
+            self.trained_model = self.load_model()
+        return self.trained_model
 
     @property
     def objective(self) -> str:
@@ -276,11 +285,9 @@ class Run:
         return failed(self.final, self.objective)
 
     def initial_model(self) -> Transformer:
-        """The ensemble as it was before the first step (a copy)."""
-        model = build_model(self.experiment, self.seeds, self.world.vocab_size)
-        if self.init_state is not None:
-            model.load_state_dict(self.init_state)
-        return model
+        """The ensemble as it was before the first step: rebuilt from the seeds, which determine
+        every initial weight (revlib.model)."""
+        return build_model(self.experiment, self.seeds, self.world.vocab_size)
 
 
 def _record(history: dict[str, list], step: int, losses: torch.Tensor, metrics) -> None:
@@ -316,7 +323,6 @@ def train(experiment: Experiment, seeds=None, progress: bool = False, callback=N
         raise ConfigError("the world passed to train() was not built from this experiment's data config")
     with out_of_memory_is_a_config_error():
         model = build_model(experiment, seeds, world.vocab_size)
-        init_state = {n: t.clone() for n, t in model.state_dict().items()}
         gens = [torch.Generator().manual_seed(s + TRAIN_SEED_OFFSET) for s in seeds]
         batches = objectives.Batches(world.train_tokens, tc, world.k, gens)
         named = trainable(model, tc.freeze)
@@ -359,4 +365,4 @@ def train(experiment: Experiment, seeds=None, progress: bool = False, callback=N
         if bar is not None:
             bar.close()
     arrays = {k: np.asarray(v) for k, v in history.items()}
-    return Run(experiment, seeds, model, world, arrays, seconds, np.asarray(eval_seconds), init_state)
+    return Run(experiment, seeds, world, arrays, seconds, np.asarray(eval_seconds), trained_model=model)

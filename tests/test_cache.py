@@ -1,18 +1,23 @@
-"""revlib.cache: a hit returns the identical run; the key covers model, data, training, seeds and
-code; corrupt, foreign, half-written and orphaned entries are never served; a read-only or full
-disk costs the cache, not the result; ``REVLIB_CACHE=off`` really computes again."""
+"""revlib.cache: a hit returns the identical run; the key covers model, data, training, seeds, every
+argument of a cached function, and the code of every core module (found on disk); a process whose
+code changed on disk after import neither reads nor writes; corrupt, foreign, half-written and
+orphaned entries are never served; a read-only or full disk costs the cache, not the result;
+``REVLIB_CACHE=off`` really computes again."""
 from __future__ import annotations
 
 import dataclasses
 import errno
 import os
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import torch
 
-from revlib import cache, training
+from revlib import ConfigError, alignment, cache, training
 from revlib.cache import cached_train
 
 from conftest import assert_same_history, assert_same_weights, tiny
@@ -22,8 +27,12 @@ def small(**kw):
     return tiny("ar", n_pairs=8, steps=6, eval_every=3, **kw)
 
 
-def _entries(folder):
-    return sorted(folder.glob("*.pt"))
+def _entries(folder, name="run"):
+    return sorted(folder.glob(f"{name}-*.pt"))
+
+
+def _key(exp, seeds=(0,), name="run"):
+    return cache.entry_key(name, cache.run_args(exp, seeds))
 
 
 def _counting(monkeypatch):
@@ -43,9 +52,7 @@ def assert_same_run(a, b):
     assert a.experiment == b.experiment and a.seeds == b.seeds
     assert_same_weights(a.model, b.model)
     assert_same_history(a.history, b.history)
-    assert a.init_state.keys() == b.init_state.keys()
-    for name in a.init_state:
-        assert torch.equal(a.init_state[name], b.init_state[name]), name
+    assert_same_weights(a.initial_model(), b.initial_model())
     assert torch.equal(a.world.train_tokens, b.world.train_tokens)
 
 
@@ -58,8 +65,20 @@ def test_a_hit_returns_the_identical_run(cache_folder, monkeypatch):
     assert_same_run(first, second)
     assert second.seconds == first.seconds and np.array_equal(second.eval_seconds, first.eval_seconds)
     assert_same_weights(second.initial_model(), first.initial_model())
-    assert len(_entries(cache_folder)) == 1
+    assert len(_entries(cache_folder)) == 1 and len(_entries(cache_folder, "weights")) == 1
     assert not list(cache_folder.glob(".*.tmp"))  # nothing half-written left behind
+
+
+def test_a_loaded_run_reads_its_weights_only_when_they_are_used(cache_folder, monkeypatch):
+    first = cached_train(small(), seeds=(0, 1))
+    loaded = cached_train(small(), seeds=(0, 1))
+    assert loaded.trained_model is None  # history only, so far
+    assert_same_weights(loaded.model, first.model)
+    for weights in _entries(cache_folder, "weights"):
+        weights.unlink()  # a bundle may carry the history without the weights: they are trained again
+    calls = _counting(monkeypatch)
+    again = cached_train(small(), seeds=(0, 1))
+    assert_same_weights(again.model, first.model) and len(calls) == 1
 
 
 def test_the_default_seed_is_the_training_seed(monkeypatch):
@@ -96,23 +115,20 @@ def test_data_config_is_in_the_key():
     base = small()
     other = dataclasses.replace(base, data=dataclasses.replace(base.data, seed=5))
     assert base.model == other.model and base.train == other.train
-    k1 = cache.cache_key("run", cache.experiment_key(base, (0,)))
-    k2 = cache.cache_key("run", cache.experiment_key(other, (0,)))
-    assert k1 != k2
+    assert _key(base) != _key(other)
     first, second = cached_train(base), cached_train(other)
     assert not second.cached
     assert not torch.equal(first.world.a, second.world.a)
 
 
-def test_seeds_kind_options_and_code_are_in_the_key(monkeypatch):
+def test_seeds_name_and_code_are_in_the_key(monkeypatch):
     exp = small()
-    key = lambda seeds=(0,), kind="run", **opt: cache.cache_key(kind, cache.experiment_key(exp, seeds, **opt))  # noqa: E731
-    base = key()
-    assert key((1,)) != base and key((0, 1)) != base and key((1, 0)) != key((0, 1))
-    assert key(kind="coupling-history") != base and key(source="a2b") != base
-    assert key() == base  # and it is a function of its inputs
-    monkeypatch.setattr(cache, "code_fingerprint", lambda *args, **kwargs: "edited revlib")
-    assert key() != base
+    base = _key(exp)
+    assert _key(exp, (1,)) != base and _key(exp, (0, 1)) != base and _key(exp, (1, 0)) != _key(exp, (0, 1))
+    assert _key(exp, name="coupling-history") != base
+    assert _key(exp) == base  # and it is a function of its inputs
+    monkeypatch.setattr(cache, "FINGERPRINT", "edited revlib")
+    assert _key(exp) != base
 
 
 def test_seeds_are_in_the_key_of_a_run(monkeypatch):
@@ -126,7 +142,7 @@ def test_seeds_are_in_the_key_of_a_run(monkeypatch):
 def test_code_change_misses(monkeypatch):
     calls = _counting(monkeypatch)
     cached_train(small())
-    monkeypatch.setattr(cache, "code_fingerprint", lambda *args, **kwargs: "edited revlib")
+    monkeypatch.setattr(cache, "FINGERPRINT", "edited revlib")
     assert not cached_train(small()).cached and len(calls) == 2
 
 
@@ -166,7 +182,7 @@ def test_an_entry_under_the_wrong_name_is_not_trusted(cache_folder):
     cached_train(small())
     (entry,) = _entries(cache_folder)
     other = small(lr=0.05)
-    target = cache_folder / f"run-{cache.cache_key('run', cache.experiment_key(other, (0,)))}.pt"
+    target = cache_folder / cache.file_name("run", _key(other))
     shutil.copy(entry, target)  # a valid entry, but for another key
     with pytest.warns(UserWarning, match="does not match its key"):
         run = cached_train(other)
@@ -321,16 +337,16 @@ def test_cache_off_computes_every_time(monkeypatch, tmp_path):
         return {"x": np.arange(3)}
 
     monkeypatch.setenv("REVLIB_CACHE", "off")
-    first = cache.cached_arrays("test", {"a": 1}, compute)
-    second = cache.cached_arrays("test", {"a": 1}, compute)
+    first, _ = cache.memo("test", {"a": 1}, compute)
+    second, _ = cache.memo("test", {"a": 1}, compute)
     assert len(calls) == 2 and np.array_equal(first["x"], second["x"])
     trains = _counting(monkeypatch)
     assert not cached_train(small()).cached and not cached_train(small()).cached
     assert len(trains) == 2
     # the same calls with a folder compute once
     monkeypatch.setenv("REVLIB_CACHE", str(tmp_path / "on"))
-    cache.cached_arrays("test", {"a": 1}, compute)
-    cache.cached_arrays("test", {"a": 1}, compute)
+    cache.memo("test", {"a": 1}, compute)
+    cache.memo("test", {"a": 1}, compute)
     assert len(calls) == 3
 
 
@@ -344,9 +360,9 @@ def test_cache_dir_locations(monkeypatch, tmp_path):
 
 def test_memo_returns_cached_flag_and_round_trips_nested_arrays():
     value = {"a": np.arange(4.0), "nested": {"b": np.ones((2, 3), dtype=np.float32)}, "n": 3}
-    out, hit = cache.memo("t", {"k": 1}, lambda: value, cache.arrays_to_tensors, cache.tensors_to_arrays)
+    out, hit = cache.memo("t", {"k": 1}, lambda: value)
     assert not hit and out is value
-    out, hit = cache.memo("t", {"k": 1}, lambda: 1 / 0, cache.arrays_to_tensors, cache.tensors_to_arrays)
+    out, hit = cache.memo("t", {"k": 1}, lambda: 1 / 0)
     assert hit and np.array_equal(out["nested"]["b"], value["nested"]["b"]) and out["n"] == 3
     assert out["nested"]["b"].dtype == np.float32
 
@@ -356,73 +372,150 @@ def test_memo_returns_cached_flag_and_round_trips_nested_arrays():
 # ---------------------------------------------------------------------------------------------
 
 def _copy_package(tmp_path):
-    """A copy of revlib's sources (modules and the book) to edit freely."""
-    package = tmp_path / "revlib"
-    (package / "book").mkdir(parents=True)
-    for path in cache.PACKAGE.glob("*.py"):
-        (package / path.name).write_bytes(path.read_bytes())
-    for path in (cache.PACKAGE / "book").glob("*.py"):
-        (package / "book" / path.name).write_bytes(path.read_bytes())
+    """A copy of revlib's sources (every module, the book and the recipes) to edit freely."""
+    package = tmp_path / "src" / "revlib"
+    for path in cache.PACKAGE.rglob("*.py"):
+        if "__pycache__" in path.parts:
+            continue
+        target = package / path.relative_to(cache.PACKAGE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
     return package
 
 
-def _use_sources(monkeypatch, package):
-    """Fingerprint the sources under ``package`` as a fresh process would see them."""
+def _fingerprint(package):
+    return cache.fingerprint_of(cache.module_codes(package))
+
+
+def test_the_fingerprint_covers_every_core_module_found_on_disk_but_not_the_book(tmp_path):
+    package = _copy_package(tmp_path)
+    base = _fingerprint(package)
+    assert base == _fingerprint(cache.PACKAGE) == cache.FINGERPRINT  # a function of the sources: the copy is the package
+    for name in ("plot.py", "figures.py"):
+        book = package / "book" / name
+        book.write_text(book.read_text() + "\n# a new colour\n")
+    (package / "book" / "new_page.py").write_text("x = 1\n")
+    (package / "NOTES.md").write_text("not code")
+    assert _fingerprint(package) == base  # presentation and non-code files do not count
+    for name in ("model.py", "training.py", "objectives.py", "data.py", "config.py", "coupling.py", "claims.py",
+                 "recipes/ch2.py", "minimal.py"):
+        module = package / name
+        original = module.read_bytes()
+        module.write_bytes(original.replace(b'"""', b'"""Reworded. ', 1) + b"\n# a comment\n")
+        assert _fingerprint(package) == base, name  # a docstring or a comment computes nothing
+        module.write_bytes(original + b"\nEDITED = 1\n")
+        assert _fingerprint(package) != base, name  # editing the code of any core module invalidates
+        module.write_bytes(original)
+        assert _fingerprint(package) == base
+
+
+def test_adding_a_core_module_changes_the_fingerprint(tmp_path):
+    """No hand-kept list: a module nobody registered counts as soon as it is on disk (the first
+    edition fingerprinted a fixed list, so a new module changed nothing)."""
+    package = _copy_package(tmp_path)
+    base = _fingerprint(package)
+    (package / "signatures.py").write_text("def tweak(x):\n    return x + 1\n")
+    with_module = _fingerprint(package)
+    assert with_module != base
+    (package / "recipes" / "ch6.py").write_text("KNOBS = {}\n")
+    assert _fingerprint(package) not in (base, with_module)  # and in a subpackage
+
+
+def test_a_module_edited_after_import_neither_writes_nor_reads(tmp_path):
+    """Under %autoreload (or an editor beside the kernel) the process may run new code with the key
+    of the old: the cache must then store nothing, and say why, in one line."""
+    package = _copy_package(tmp_path)
+    (package.parent / "pyproject.toml").write_text("")
+    folder = tmp_path / "cache"
+    script = textwrap.dedent(f"""
+        import sys
+        # the copy, never the checkout: drop the editable install's finder and put the copy first
+        sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]
+        sys.path.insert(0, {str(package.parent)!r})
+        import warnings, revlib
+        from pathlib import Path
+        assert Path(revlib.__file__).resolve().parent == Path({str(package)!r}).resolve(), revlib.__file__
+        from revlib import cache
+        folder = Path({str(folder)!r})
+        value, hit = cache.memo("probe", {{"a": 1}}, lambda: 1.0)
+        assert not hit and len(list(folder.glob("probe-*.pt"))) == 1
+        model = Path(revlib.__file__).parent / "model.py"
+        model.write_text(model.read_text() + "\\nEDITED = 2\\n")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            value, hit = cache.memo("probe", {{"a": 1}}, lambda: 2.0)   # would have been a hit
+            value2, hit2 = cache.memo("probe", {{"a": 2}}, lambda: 3.0)  # would have been written
+        assert not hit and value == 2.0 and not hit2, (hit, value, hit2)
+        assert len(list(folder.glob("probe-*.pt"))) == 1, "wrote an entry under the old key"
+        msgs = [str(w.message) for w in caught]
+        assert len(msgs) == 1 and "revlib/model.py changed on disk" in msgs[0], msgs
+        print("ok")
+    """)
+    env = {**os.environ, "REVLIB_CACHE": str(folder)}
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_changed_comment_after_import_is_not_a_change(tmp_path, monkeypatch):
+    package = _copy_package(tmp_path)
     monkeypatch.setattr(cache, "PACKAGE", package)
-    if hasattr(cache, "_read_sources"):  # the sources are read once, when revlib is imported
-        monkeypatch.setattr(cache, "SOURCES", cache._read_sources())
-    cache.code_fingerprint.cache_clear()
+    monkeypatch.setattr(cache, "_IMPORTED_CODES", cache.module_codes(package))
+    monkeypatch.setattr(cache, "_checked", {})
+    assert cache.stale() is None
+    model = package / "model.py"
+    model.write_text(model.read_text() + "\n# only a comment\n")
+    assert cache.stale() is None
+    model.write_text(model.read_text() + "\nEDITED = 1\n")
+    assert cache.stale() == "revlib/model.py"
 
 
-def test_the_code_fingerprint_covers_the_modules_that_compute_but_not_the_book(tmp_path, monkeypatch):
-    real_package = cache.PACKAGE
-    package = _copy_package(tmp_path)
-    config = cache.experiment_key(small(), (0,))
-    _use_sources(monkeypatch, real_package)  # the package as it is on disk now, like the copy
-    real_key = cache.cache_key("run", config)
-
-    def key():
-        _use_sources(monkeypatch, package)
-        return cache.cache_key("run", config)
-
-    try:
-        base = key()
-        assert base == key() == real_key  # a function of the sources: the copy is the package
-        for name in ("plot.py", "figures.py"):
-            book = package / "book" / name
-            book.write_text(book.read_text() + "\n# a new colour\n")
-        (package / "book" / "new_page.py").write_text("x = 1\n")
-        (package / "NOTES.md").write_text("not code")
-        assert key() == base  # presentation and non-code files do not count
-        for name in ("model.py", "training.py", "objectives.py", "data.py", "config.py"):
-            module = package / name
-            original = module.read_bytes()
-            module.write_bytes(original.replace(b'"""', b'"""Reworded. ', 1) + b"\n# a comment\n")
-            assert key() == base, name  # a docstring or a comment computes nothing
-            module.write_bytes(original + b"\nEDITED = 1\n")
-            assert key() != base, name  # editing the code of a module that computes the run invalidates it
-            module.write_bytes(original)
-            assert key() == base
-    finally:
-        _use_sources(monkeypatch, real_package)
+def test_every_argument_of_a_cached_function_is_in_its_key():
+    """The first edition keyed chapter measurements by the source text of a closure: a call with
+    other step sizes returned the default ones from the cache."""
+    run = cached_train(small(), seeds=(0,))
+    default = alignment.first_order_at_init(run)
+    assert default.eta.size == len(alignment.DEFAULT_ETAS)
+    two = alignment.first_order_at_init(run, etas=(1e-3, 1e-2))
+    assert two.eta.tolist() == [1e-3, 1e-2]
+    assert alignment.first_order_at_init(run, etas=(1e-3, 1e-2)).eta.tolist() == [1e-3, 1e-2]  # its own hit
+    step = alignment.first_order_at_init(run, step="objective", etas=(1e-3,))
+    assert step.step == "objective" and step.eta.tolist() == [1e-3]
+    other_run = cached_train(small(), seeds=(1,))
+    assert not np.array_equal(alignment.first_order_at_init(other_run, etas=(1e-3,)).dot, step.dot)
 
 
-def test_editing_the_model_invalidates_a_stored_run(tmp_path, monkeypatch):
-    package = _copy_package(tmp_path)
-    real_package = cache.PACKAGE
-    calls = _counting(monkeypatch)
-    try:
-        _use_sources(monkeypatch, package)
-        cached_train(small())
-        book = package / "book" / "plot.py"
-        book.write_text(book.read_text() + "\n# restyled\n")
-        _use_sources(monkeypatch, package)
-        assert cached_train(small()).cached and len(calls) == 1
-        (package / "model.py").write_text((package / "model.py").read_text() + "\nEDITED = 1\n")
-        _use_sources(monkeypatch, package)
-        assert not cached_train(small()).cached and len(calls) == 2
-    finally:
-        _use_sources(monkeypatch, real_package)
+def test_cached_functions_refuse_arguments_they_cannot_key():
+    calls = []
+
+    @cache.cached(name="test.uncacheable")
+    def measure(values, scale=1.0):
+        calls.append(1)
+        return {"x": np.asarray(values, dtype=float) * scale}
+
+    measure([1, 2])
+    measure([1, 2])
+    assert len(calls) == 1
+    assert measure([1, 2], scale=2.0)["x"].tolist() == [2.0, 4.0] and len(calls) == 2
+    assert measure([1, 2], 1) is not None and len(calls) == 3  # 1 and 1.0 are different inputs
+    with pytest.raises(ConfigError, match=r"measure\(values=...\).*function"):
+        measure(lambda: 1)
+    with pytest.raises(ConfigError, match="model"):
+        cache.canonical(training.train(small(), seeds=(0,)).model, "model")
+    with pytest.raises(ConfigError, match="keys"):
+        cache.canonical({(1, 2): 3})
+    with pytest.raises(ConfigError, match="unexpected keyword"):
+        measure([1], sclae=2)
+    assert calls == [1, 1, 1]
+
+
+def test_entries_lists_what_this_code_stored(cache_folder):
+    cache.store("listing", {"set": 1}, {"x": np.arange(2)})
+    cache.store("listing", {"set": 2}, {"x": np.arange(3)})
+    found = sorted(cache.entries("listing"), key=lambda e: e[0]["set"])
+    assert [a["set"] for a, _ in found] == [1, 2] and found[1][1]["x"].tolist() == [0, 1, 2]
+    (cache_folder / cache.file_name("listing", "f" * 32)).write_bytes(b"junk")
+    assert len(cache.entries("listing")) == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -438,6 +531,7 @@ def test_cached_trace_stores_the_run_for_cached_train(monkeypatch):
         return {"norm": model.embed.detach().norm(dim=(1, 2)).numpy(), "nested": {"s": np.float64(step)}}
 
     run, trace = cache.cached_trace("test-trace", exp, (0, 1), measure)
+    assert run.trained_model is not None
     assert steps == [0, 3, 6] and not run.cached
     assert trace["step"].tolist() == [0, 3, 6] and trace["norm"].shape == (3, 2)
     assert trace["nested"]["s"].tolist() == [0.0, 3.0, 6.0]
@@ -468,3 +562,18 @@ def test_cached_trace_options_are_in_the_key():
     assert len(calls) == n
     cache.cached_trace("opt-trace", exp, (0,), measure, options={"v": 2})
     assert len(calls) == 2 * n
+
+
+def test_the_tally_counts_trained_computed_local_and_bundled(cache_folder):
+    cache.TALLY.reset()
+    cached_train(small())
+    assert cache.TALLY.trained == 1 and cache.TALLY.local == 0
+    cached_train(small()).model
+    assert cache.TALLY.local == 2  # the run and its weights
+    (name,) = [p.name for p in _entries(cache_folder)]
+    (cache_folder / cache.BUNDLE_INDEX).write_text('{"entries": {"%s": "abcdef012345"}}' % name)
+    cached_train(small())
+    assert cache.TALLY.bundle == 1 and cache.TALLY.bundles == {"abcdef012345"}
+    assert "1 from a results bundle (code abcdef012345)" in cache.TALLY.describe()
+    log = (cache_folder / cache.ACCESS_LOG).read_text().split()
+    assert name in log and any(n.startswith("weights-") for n in log)
