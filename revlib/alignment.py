@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.func import grad, jvp
 
-from .cache import cached_trace
+from .cache import cached, cached_trace, storable
 from .config import Experiment, TrainConfig
 from .data import FactWorld
 from .model import Transformer
@@ -95,6 +95,7 @@ def alignment(model: Transformer, world: FactWorld, objective: str, source: str 
     return {k: {b: v.detach().numpy() for b, v in d.items()} for k, d in result.items()}
 
 
+@storable
 @dataclass
 class Trace:
     """:func:`alignment` along training: ``values[kind][block]`` is (n_checkpoints, K)."""
@@ -129,6 +130,7 @@ def alignment_trace(experiment: Experiment, seeds=None, source: str | None = Non
 # the first-order test
 # ---------------------------------------------------------------------------------------------
 
+@storable
 @dataclass
 class FirstOrder:
     """One plain gradient step θ - η g_step for each η: ``eta`` (n,), ``predicted`` and
@@ -196,6 +198,7 @@ def first_order(model: Transformer, world: FactWorld, objective: str, step: str 
 # the factorised OV inner product
 # ---------------------------------------------------------------------------------------------
 
+@storable
 @dataclass
 class OVIdentity:
     """Per member and fact (K, N): the two factors of <∇_W l_source, ∇_W l_b2a>, their product and
@@ -269,3 +272,85 @@ def ov_identity(model: Transformer, world: FactWorld, objective: str, source: st
                       {n: t for n, t in autograd["b2a"].items() if n.endswith("W_OV")}, lead=2)["ov_product"]
     return OVIdentity(source, residual.numpy(), mixture.numpy(), (residual * mixture).numpy(), auto.numpy(),
                       {source: a1.numpy(), "b2a": a2.numpy()})
+
+
+# ---------------------------------------------------------------------------------------------
+# measurements of a trained run (cached: keyed by the run's experiment and seeds and every argument)
+# ---------------------------------------------------------------------------------------------
+
+def _model_at(run, when: str) -> Transformer:
+    from .coupling import model_at
+
+    return model_at(run, when)
+
+
+@cached
+def identity(run, when: str = "trained") -> OVIdentity:
+    """:func:`ov_identity` of the run's model at initialisation or trained, its own source loss."""
+    return ov_identity(_model_at(run, when), run.world, run.objective)
+
+
+@cached
+def pair_alignment(run, when: str = "trained", source: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """:func:`alignment` of ``source`` (default: the run's source loss) and ``b2a``, at
+    initialisation or trained: the ``mean``, ``fact`` and ``fact_positive`` entries, by block."""
+    a = alignment(_model_at(run, when), run.world, run.objective, source, run.experiment.train)
+    return {k: a[k] for k in ("mean", "fact", "fact_positive")}
+
+
+@cached
+def initial_alignment(experiment: Experiment, seeds) -> dict[str, np.ndarray]:
+    """:func:`alignment` of freshly initialised models of ``experiment`` (one per seed, nothing
+    trained), all parameters, (K,) each: ``mean`` and ``fact`` cosines, ``dot`` and ``dot_same``."""
+    from .data import make_world
+    from .model import build_model
+
+    world = make_world(experiment.data)
+    model = build_model(experiment, seeds, world.vocab_size)
+    a = alignment(model, world, experiment.train.objective, train_config=experiment.train)
+    return {k: a[k]["all"] for k in ("mean", "fact", "dot", "dot_same")}
+
+
+@cached
+def cross_at_init(run) -> np.ndarray:
+    """<∇l_source(i), ∇l_b2a(j)> over all parameters at initialisation, for every pair of facts
+    (i, j): (K, N, N). The diagonal pairs each fact with itself."""
+    init, world, objective = run.initial_model(), run.world, run.objective
+    params = parameters(init, torch.float32)
+    g_src = fact_gradients(init, world.probe(source_of(objective)), objective, params)
+    g_b2a = fact_gradients(init, world.probe("b2a"), objective, params)
+    from .gradients import cross_dots
+
+    return cross_dots(g_src, g_b2a)["all"].numpy()
+
+
+@cached
+def first_order_at_init(run, step: str | None = None, etas=DEFAULT_ETAS) -> FirstOrder:
+    """:func:`first_order` at the run's initial weights, stepping on ``step`` (default: the
+    source loss; ``"objective"``: the training loss with one fixed mask draw)."""
+    return first_order(run.initial_model(), run.world, run.objective, step=step, etas=etas,
+                       train_config=run.experiment.train)
+
+
+def mixture_attention(o: OVIdentity) -> tuple[np.ndarray, float]:
+    """The product of the two routes' attention on b_i, (K, N), head 0, and its correlation with
+    the mixture factor across facts, averaged over seeds."""
+    both = o.attention["infill"][:, :, 0, 2] * o.attention["b2a"][:, :, 0, 0]  # b sits at 2 in infill, 0 in b2a
+    corr = float(np.mean([np.corrcoef(both[k], o.mixture_factor[k])[0, 1] for k in range(both.shape[0])]))
+    return both, corr
+
+
+@cached
+def signatures(run) -> dict[str, np.ndarray]:
+    """The three signatures of the mechanism at the end of training, per seed (K,), for a masked
+    model on one-token facts: ``corr`` (route correlation of the ``infill`` and ``b2a`` scores, mean
+    over layers and heads), ``dla`` (what the attention outputs add to the right ``b2a`` answer's
+    logit, summed over layers), ``cosine`` (mean over facts of the same-fact cosine of the
+    ``infill`` and ``b2a`` gradients, all parameters)."""
+    from .coupling import direct_logit_attribution, route_corr, route_scores
+
+    m, w = run.model, run.world
+    corr = route_corr(route_scores(m, w, run.objective)).mean(dim=(1, 2)).numpy()
+    dla = direct_logit_attribution(m, w, run.objective).sum(1).numpy()
+    a = alignment(m, w, run.objective, "infill", run.experiment.train)
+    return {"corr": corr, "dla": dla, "cosine": a["fact"]["all"]}

@@ -36,12 +36,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .cache import cached_trace
+from .cache import cached, cached_trace
 from .config import ConfigError, Experiment
 from .data import IS, MASK, FactWorld
 from .model import Transformer, ov_map
 from .objectives import read_positions
-from .theory import pearson
+from .theory import pearson, rope_corr_fixed_query
 
 BAG = ("[M]", "is", "b")  # the three tokens of both masked queries, in the order of token_weights
 MIN_FACTS = 3
@@ -269,3 +269,146 @@ def coupling_history(experiment: Experiment, seeds=None, progress: bool = False)
         return measure_coupling(model, world, experiment.train.objective)
 
     return cached_trace("coupling-history", experiment, seeds, measure, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# measurements of a trained run (cached: keyed by the run's experiment and seeds)
+# ---------------------------------------------------------------------------------------------
+
+WHEN = ("init", "trained")
+
+
+def model_at(run, when: str) -> Transformer:
+    """The run's model at initialisation (``"init"``, rebuilt from the seeds) or after training."""
+    if when not in WHEN:
+        raise ConfigError(f"when must be one of {', '.join(WHEN)}; got {when!r}")
+    return run.initial_model() if when == "init" else run.model
+
+
+@cached
+def measured(run, when: str = "trained") -> dict[str, np.ndarray]:
+    """:func:`measure_coupling` of the run's model at initialisation or after training (cached)."""
+    return measure_coupling(model_at(run, when), run.world, run.objective)
+
+
+@cached
+def ingredients(run) -> dict[str, np.ndarray]:
+    """The two ingredients of ``b2a`` and the route coupling, one value per seed (K,), for a sweep:
+
+    ``corr_init`` and ``corr``: the route correlation across facts at initialisation and trained
+    (layer 0, mean over heads); ``weight_trained`` and ``weight_b2a``: the reading position's
+    attention on the key in the trained route and in ``b2a`` (mean over facts); ``evidence``
+    (u_a W E[b], what ``b2a`` reads), ``evidence_a2b`` (u_b W E[a]) and ``evidence_baseline``
+    (u_a W E[b'] for other facts' b'), means over facts, in logits.
+    """
+    init, final = measured(run, "init"), measured(run, "trained")
+    trained_route = "a2b" if run.objective == "ar" else "infill"
+    return {"corr_init": init["corr"], "corr": final["corr"], "weight_trained": final[f"weight_{trained_route}"],
+            "weight_b2a": final["weight_b2a"], "evidence": final["evidence"], "evidence_a2b": final["evidence_a2b"],
+            "evidence_baseline": final["evidence_baseline"]}
+
+
+@cached
+def reversal_gap(run) -> dict[str, np.ndarray]:
+    """Masked one-token models: the largest difference, per seed (K,), between the logits at the
+    blank of "[M] is b" (``infill``) and at the blank of "b is [M]" (``b2a``), over facts and
+    vocabulary. Zero up to rounding when the network is invariant to reversing the sentence
+    (ALiBi, no positions: chapter 2's symmetry)."""
+    if run.objective == "ar" or run.world.k != 1:
+        raise ConfigError("reversal_gap compares the two blanks of a masked model on one-token facts")
+    model, world = run.model, run.world
+    with torch.no_grad():
+        li = model(world.probe("infill").tokens)[:, :, 0]
+        lb = model(world.probe("b2a").tokens)[:, :, 2]
+    return {"logit_gap": (li - lb).abs().amax(dim=(1, 2)).numpy()}
+
+
+@cached
+def bag_of_tokens(run) -> dict:
+    """The bag-of-tokens check of chapter 2 on a one-layer, attention-only masked model, head 0:
+    per probe (``infill``, ``b2a``) the blank's mean weight on each of ``[M]``, ``is``, b over
+    the facts (K, 3), and the largest difference between the model's logits and the bag formula
+    :func:`bag_logits` (K,)."""
+    model, world = run.model, run.world
+    weights = token_weights(model, world)
+    slot = {"infill": 0, "b2a": 2}
+    out = {}
+    for probe, s in slot.items():
+        with torch.no_grad():
+            actual = model(world.probe(probe).tokens)[:, :, s]
+        rebuilt = bag_logits(model, world, weights[probe][:, 0])
+        out[probe] = {"weights": weights[probe][:, 0, 0].mean(1).numpy(),
+                      "max_error": (actual - rebuilt).abs().amax(dim=(1, 2)).numpy()}
+    return out
+
+
+@cached
+def head_weights(run) -> dict[str, np.ndarray]:
+    """Per seed and head (K, H) of layer 0, mean over facts: the blank's weight on b in
+    ``infill`` and in ``b2a``, and the head's stored evidence u_a W_h E[b]."""
+    model, world = run.model, run.world
+    w = token_weights(model, world)
+    wi, wb = w["infill"][:, 0, :, :, 2], w["b2a"][:, 0, :, :, 2]  # (K, H, N)
+    idx = world.one_way
+    ev = stored_evidence(model, world.a[idx, 0], world.b[idx, 0])  # (K, H, N)
+    return {"w_infill": wi.mean(-1).numpy(), "w_b2a": wb.mean(-1).numpy(), "evidence": ev.mean(-1).numpy(),
+            "reach_infill": (wi * ev).sum(1).mean(-1).numpy(), "reach_b2a": (wb * ev).sum(1).mean(-1).numpy()}
+
+
+@cached
+def head_reach(run) -> dict[str, np.ndarray]:
+    """Per seed (K,), for a sweep over heads: the evidence that reaches the ``b2a`` blank over the
+    evidence that reaches the ``infill`` blank (Σ_h α_h(b) u_a W_h E[b], mean over facts), and the
+    mean over heads of |weight on b in infill − in b2a|."""
+    h = head_weights(run)
+    return {"reach_ratio": h["reach_b2a"] / h["reach_infill"],
+            "weight_gap": np.abs(h["w_infill"] - h["w_b2a"]).mean(1)}
+
+
+@cached
+def position_parts(run) -> dict:
+    """Learned absolute positions (one layer, attention only): per query (``infill``, ``b2a``)
+    and seed (K,), the position part's mean logit for a-tokens minus b-tokens (``gap``), and the
+    accuracy with (``full``) and without (``tokens``) the position part (:func:`position_logits`)."""
+    model, world = run.model, run.world
+    out = {}
+    a, b = world.alphabets
+    for probe, slot in (("infill", 0), ("b2a", 2)):
+        p = world.probe(probe)
+        with torch.no_grad():
+            full = model(p.tokens)[:, :, slot]  # (K, N, V)
+        pos = position_logits(model, world, probe)
+        answers = p.answers[:, 0]
+        out[probe] = {"gap": (pos[:, :, a].mean((1, 2)) - pos[:, :, b].mean((1, 2))).numpy(),
+                      "full": (full.argmax(-1) == answers).float().mean(1).numpy(),
+                      "tokens": ((full - pos).argmax(-1) == answers).float().mean(1).numpy()}
+    return out
+
+
+@cached
+def initial_routes(experiment: Experiment, seeds) -> dict[str, np.ndarray]:
+    """Freshly initialised models of ``experiment`` (one per seed, nothing trained), on its world:
+    ``measured``, the correlation across facts of the ``infill`` and ``b2a`` scores (K,), and, for
+    RoPE, ``predicted``, the fixed-query value q^T R_2Δ q / |q|^2 of each model's own [M] query
+    (revlib.theory.rope_corr_fixed_query), head 0 of layer 0."""
+    from .data import make_world
+    from .model import build_model
+
+    world = make_world(experiment.data)
+    fresh = build_model(experiment, seeds, world.vocab_size)
+    out = {"measured": measure_coupling(fresh, world, experiment.train.objective)["corr"]}
+    if experiment.model.positional == "rope":
+        e = experiment.model.d_head
+        with torch.no_grad():
+            q = torch.einsum("kd,kde->ke", fresh.embed[:, MASK], fresh.blocks[0].attn.W_Q[:, :, :e])  # W_Q E[M], head 0
+        out["predicted"] = rope_corr_fixed_query(q, base=experiment.model.rope_base).numpy()
+    return out
+
+
+@cached
+def layer_signatures(run) -> dict[str, np.ndarray]:
+    """A masked model, per layer: the route correlation per head (K, L, H) and the direct logit
+    attribution of each layer's attention output to the right ``b2a`` answer (K, L)."""
+    m, w = run.model, run.world
+    return {"corr_heads": route_corr(route_scores(m, w, run.objective)).numpy(),
+            "dla": direct_logit_attribution(m, w, run.objective).numpy()}

@@ -153,3 +153,36 @@ def hf_lm(model, tokenizer, prefix: Sequence[int] = (), suffix: Sequence[int] = 
 
     return MaskedLM(lambda ids: model(input_ids=ids).logits, tokenize, int(tokenizer.mask_token_id),
                     tuple(prefix), tuple(suffix))
+
+
+def demo(run) -> dict:
+    """The text probes on (a) member 0 of a masked revlib run, beside ``revlib.evaluate``'s scores
+    of the same member, and (b) a tiny Hugging Face BERT built locally from a config, untrained
+    (``None`` without the optional ``transformers``): ``{"revlib", "evaluate", "hf", "hf_chance"}``."""
+    lm = revlib_lm(run.model, run.world, member=0, objective=run.objective)
+    facts = facts_from_world(run.world)
+    out = {"revlib": score(lm, facts),
+           "evaluate": {p: {m: float(v[0]) for m, v in s.items()} for p, s in run.final.items() if s},
+           "hf": None, "hf_chance": None}
+    try:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+    except ImportError:  # the optional extra revlib[hf] is not installed
+        return out
+    words = ["[PAD]", "[UNK]", "[MASK]", "is", "the", "parent", "child", "of", "ada", "bo", "cy", "di", "eve", "fay"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, mask_token="[MASK]", unk_token="[UNK]", pad_token="[PAD]")
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)  # only the untrained BERT's weights; the global RNG is restored after
+    try:
+        bert = BertForMaskedLM(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1,
+                                          num_attention_heads=2, intermediate_size=32, max_position_embeddings=16))
+    finally:
+        torch.random.set_rng_state(state)
+    text = [TextFact("ada", "is the parent of", "bo", "is the child of"),
+            TextFact("cy", "is the parent of", "di", "is the child of"),
+            TextFact("eve", "is the parent of", "fay", "is the child of")]
+    out["hf"] = score(hf_lm(bert, tokenizer), text)
+    out["hf_chance"] = 1 / len(words)
+    return out

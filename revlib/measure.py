@@ -21,8 +21,10 @@ Chance is V^-k for ``p_correct`` and k log V for ``nll`` (``FactWorld.chance``).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from .cache import cached
 from .data import FactWorld, Probe
 from .objectives import read_positions
 
@@ -114,3 +116,25 @@ def iterative_accuracy(model, probe: Probe) -> torch.Tensor:
             j = confidence.argmax(-1)  # (K, N): the slot to fill now
             tokens[member, fact, slots[j]] = choice.gather(-1, j[..., None])[..., 0]
     return (tokens[:, :, slots] == probe.answers).all(-1).float().mean(1)
+
+
+@cached
+def iterative(run) -> dict[str, np.ndarray]:
+    """:func:`iterative_accuracy` of a masked run on ``a2b``, ``infill`` and ``b2a``, (K,) each (cached)."""
+    if run.objective == "ar":
+        raise ValueError("iterative decoding fills masked slots: an ar model has none")
+    return {p: iterative_accuracy(run.model, run.world.probe(p)).numpy() for p in ("a2b", "infill", "b2a")}
+
+
+@cached
+def answer_slots(run, probe: str = "b2a") -> dict[str, np.ndarray]:
+    """How a one-pass answer of a masked run is right or wrong, per seed (K,): ``slot``, the share
+    of answer slots whose argmax is the right token; ``mirrored``, the share of queries answered
+    with the right name in reversed token order (the model mirroring the trained query)."""
+    p = run.world.probe(probe)
+    logits = probe_logits(run.model, p, run.objective)
+    if logits is None:
+        raise ValueError(f"a model trained with {run.objective!r} does not answer {probe!r}")
+    pred = logits.argmax(-1)  # (K, N, k)
+    return {"slot": (pred == p.answers).float().mean((1, 2)).numpy(),
+            "mirrored": (pred == p.answers.flip(-1)).all(-1).float().mean(1).numpy()}
