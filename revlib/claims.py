@@ -23,13 +23,18 @@ list every seed set that was checked with this code (``python -m revlib claims``
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import html
 import math
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from .config import ConfigError
 
+SPECS = Path(__file__).resolve().parent / "recipes" / "claims.toml"  # every claim's statement and threshold
 RELATIONS = {"<": lambda v, t: v < t, "<=": lambda v, t: v <= t, ">": lambda v, t: v > t, ">=": lambda v, t: v >= t}
 
 
@@ -72,6 +77,33 @@ class Outcome:
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in ("name", "statement", "quantity", "relation", "threshold", "guard",
                                               "value", "holds", "margin", "error")}
+
+
+@functools.lru_cache(maxsize=None)
+def _specs(mtime_ns: int) -> tuple[dict, str]:
+    raw = SPECS.read_bytes()
+    return tomllib.loads(raw.decode()), hashlib.sha256(raw).hexdigest()[:16]
+
+
+def specs() -> tuple[dict, str]:
+    """The claims data (revlib/recipes/claims.toml) and its hash, reread when the file changes."""
+    return _specs(SPECS.stat().st_mtime_ns)
+
+
+def claim_factory(chapter: str) -> Callable[[str, Callable[[], float]], Claim]:
+    """``C = claim_factory("ch1"); C("learn-a2b", lambda: ...)``: a claim whose statement,
+    quantity, relation, threshold and guard come from the claims data, and whose value the
+    chapter computes. An unknown name is an error (every claim is written down in the data)."""
+    data = specs()[0].get(chapter, {})
+
+    def make(name: str, compute: Callable[[], float]) -> Claim:
+        if name not in data:
+            raise KeyError(f"claim {chapter}.{name} is not in {SPECS.name}")
+        d = data[name]
+        return Claim(name, d["statement"], d["quantity"], compute, d["relation"], float(d["threshold"]),
+                     bool(d.get("guard", True)))
+
+    return make
 
 
 def evaluate(claim: Claim) -> Outcome:
@@ -137,6 +169,8 @@ class Report:
     def __str__(self) -> str:
         return "\n".join([self.headline()] + ["  " + line for line in self.lines()])
 
+    __repr__ = __str__
+
     def _repr_html_(self) -> str:
         rows = []
         for o in self.outcomes:
@@ -161,17 +195,19 @@ class Report:
 
 
 def record(report: Report) -> None:
-    """Store a report in the results cache (keyed by chapter and settings), for the appendix."""
+    """Store a report in the results cache, keyed by chapter, settings and the claims data, for the appendix."""
     from .cache import store
 
-    store("claims", {"chapter": report.chapter, "params": report.params}, report.to_json())
+    store("claims", {"chapter": report.chapter, "params": report.params, "claims": specs()[1]}, report.to_json())
 
 
 def recorded() -> list[dict]:
-    """Every stored claims report for the code this process runs (any chapter, any settings)."""
+    """Every stored claims report for the code and the claims data this process runs (any chapter,
+    any settings)."""
     from .cache import entries
 
-    return [value for _, value in entries("claims")]
+    current = specs()[1]
+    return [value for args, value in entries("claims") if args.get("claims") == current]
 
 
 def check(chapter: str, params: dict, claims: list[Claim], strict: bool, raise_on_failure: bool = True) -> Report:

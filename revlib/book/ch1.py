@@ -1,61 +1,29 @@
-"""Chapter 1, the reversal curse: its experiments (recipes), figures and tables.
-
-Every recipe returns what the chapter shows and trains through the cache; the notebook, the CLI
-(``python -m revlib figures`` / ``tables``) and the landing page call the same functions.
-"""
+"""Chapter 1, the reversal curse: its tables and figures (the experiments are revlib.recipes.ch1)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..cache import cached_train
-from ..config import preset
-from ..sweep import sweep
+from ..sweep import Sweep
 from . import plot
 from .registry import figure, table
-from .seeds import SEEDS, WORLD_SEED
-from .tables import Table, mean_sd, spread
+from .tables import Table, mean_sd, seeds_text, setting_text, spread
 
 KINDS = ("ar", "mdm")
-POSITIONALS = ("rope", "absolute", "alibi", "none")
-ZHU = dict(n_pairs=200, reversed_fraction=0.7, vocab_size=800, relations="inverse", eval_every=10)
 
 
-def experiment(kind: str, **overrides):
-    """The chapter's experiment for ``kind`` ("ar" or "mdm") on the book's world."""
-    return preset(kind, seed=WORLD_SEED, **overrides)
+def finals(s: Sweep) -> dict:
+    """``{kind: run.final}`` of a sweep over ``objective`` (the ARM and the MDM)."""
+    return {c.values["objective"]: c.run.final for c in s}
 
 
-def runs(**overrides) -> dict:
-    """The chapter-1 models: the ARM and the MDM at the default preset, eight seeds each (cached)."""
-    return {kind: cached_train(experiment(kind, **overrides), SEEDS) for kind in KINDS}
-
-
-def zhu_runs() -> dict:
-    """Zhu et al.'s split: V = 800, 200 pairs, 140 trained both ways ("a is b" and "b rev a"), eight seeds."""
-    return {kind: cached_train(experiment(kind, **ZHU), SEEDS) for kind in KINDS}
-
-
-def robustness() -> dict:
-    """The curse across positional encodings and sizes: ``{(kind, axis, value): sweep Row}``."""
-    rows = {}
-    for kind in KINDS:
-        base = experiment(kind)
-        for axis, values in (("positional", POSITIONALS), ("n_pairs", (64, 128, 256)), ("d_model", (16, 32, 64))):
-            for r in sweep(base, {axis: list(values)}, SEEDS):
-                rows[kind, axis, r.values[axis]] = r
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# tables
-# ---------------------------------------------------------------------------------------------
-
-def probe_table(finals: dict, chance: float, probes=("a2b", "infill", "b2a")) -> Table:
+def probe_table(s: Sweep, probes=("a2b", "infill", "b2a")) -> Table:
     """Accuracy and loss of the right answer per model and probe, mean ± sd [min, max] over seeds."""
     rows, data = [], {}
-    for kind, final in finals.items():
+    chance = s.cells[0].run.world.chance
+    for c in s:
+        kind = c.values["objective"]
         for probe in probes:
-            m = final.get(probe)
+            m = c.run.final.get(probe)
             if m is None:
                 rows.append([plot.LABELS.get(kind, kind), probe, "n/a", "n/a", "n/a"])
                 continue
@@ -64,62 +32,64 @@ def probe_table(finals: dict, chance: float, probes=("a2b", "infill", "b2a")) ->
                          f"{p.mean() / chance:.3g}"])
             data[f"{kind}/{probe}"] = {k: np.asarray(v).tolist() for k, v in m.items()}
     return Table(["model", "probe", "accuracy [min, max]", "loss (nats)", "p / chance"], rows,
-                 caption=f"{len(next(iter(finals.values()))['a2b']['acc'])} seeds; chance 1/V = {chance:.4f}, "
+                 caption=f"{seeds_text(s.seeds)}; {setting_text(s.base)}; chance 1/V = {chance:.4f}, "
                          f"its loss {-np.log(chance):.2f} nats", data=data)
 
 
-@table("ch1-probes")
-def probes_table(r: dict | None = None) -> Table:
-    r = r or runs()
-    return probe_table({k: v.final for k, v in r.items()}, r["mdm"].world.chance)
+@table("ch1-probes", "ch1")
+def probes_table(r: dict) -> Table:
+    return probe_table(r["models"])
 
 
-@table("ch1-robustness")
-def robustness_table(rows: dict | None = None) -> Table:
-    """a2b and b2a accuracy and the b2a loss for every setting of :func:`robustness`, with failures."""
-    rows = rows or robustness()
+def robustness_table(s: Sweep) -> Table:
+    """a2b and b2a accuracy and the b2a loss for every setting of the robustness sweep, with failures."""
     out, data = [], []
-    for (kind, axis, value), r in rows.items():
-        p = r.summary["probes"]
-        out.append([plot.LABELS[kind], f"{axis} = {value}", f"{p['a2b']['acc']['mean']:.2f} [{p['a2b']['acc']['min']:.2f}, "
-                    f"{p['a2b']['acc']['max']:.2f}]", f"{p['b2a']['acc']['mean']:.2f} [{p['b2a']['acc']['min']:.2f}, "
-                    f"{p['b2a']['acc']['max']:.2f}]", f"{p['b2a']['nll']['mean']:.1f}",
-                    f"{r.summary['failed']} of {r.summary['n_seeds']}"])
-        data.append({"kind": kind, axis: value, **r.to_json()})
+    for c in s:
+        kind, f = c.values["objective"], c.run.final
+        out.append([plot.LABELS[kind], c.values["variant"].replace("=", " = "),
+                    f"{f['a2b']['acc'].mean():.2f} [{f['a2b']['acc'].min():.2f}, {f['a2b']['acc'].max():.2f}]",
+                    f"{f['b2a']['acc'].mean():.2f} [{f['b2a']['acc'].min():.2f}, {f['b2a']['acc'].max():.2f}]",
+                    f"{f['b2a']['nll'].mean():.1f}", f"{int(c.failed.sum())} of {len(s.seeds)}"])
+    data = s.to_json()
     return Table(["model", "setting", "a2b acc [min, max]", "b2a acc [min, max]", "b2a loss (nats)",
                   "seeds that did not learn a2b"], out,
-                 caption="8 seeds per row; the other settings at the default (RoPE, 128 pairs, d_model 32, "
-                         "300 steps); 'did not learn' = a2b (MDM: or infill) accuracy below 0.9", data=data)
+                 caption=f"{seeds_text(s.seeds)} per row; the other settings at the default ({setting_text(s.base)}); "
+                         "'did not learn' = a2b (MDM: or infill) accuracy below 0.9", data=data)
 
 
-@table("ch1-zhu")
-def zhu_table(z: dict | None = None) -> Table:
-    z = z or zhu_runs()
-    return probe_table({k: v.final for k, v in z.items()}, z["mdm"].world.chance, probes=("a2b", "b2a", "swap"))
+@table("ch1-robustness", "ch1")
+def _robustness_table(r: dict) -> Table:
+    return robustness_table(r["robustness"])
+
+
+@table("ch1-zhu", "ch1")
+def zhu_table(r: dict) -> Table:
+    return probe_table(r["zhu"], probes=("a2b", "b2a", "swap"))
 
 
 # ---------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------
 
-@figure("curse-headline")
-def headline(r: dict | None = None):
+def headline(s: Sweep):
     """The landing page's figure: a2b and b2a accuracy, ARM vs MDM, one dot per seed."""
-    r = r or runs()
     fig, axes = plot.figure(1, height=2.7)
-    plot.probe_bars({k: v.final for k, v in r.items()}, r["mdm"].world.chance, ax=axes[0, 0], probes=("a2b", "b2a"))
+    plot.probe_bars(finals(s), s.cells[0].run.world.chance, ax=axes[0, 0], probes=("a2b", "b2a"))
     axes[0, 0].set_title("Trained on 'a is b' only: who answers 'b is ?'")
     return fig
 
 
-@figure("curse-probes")
-def probes_figure(r: dict | None = None):
+@figure("curse-headline", "ch1")
+def _headline(r: dict):
+    return headline(r["models"])
+
+
+def probes_figure(s: Sweep):
     """(a) accuracy and (b) loss of the right answer per probe, ARM vs MDM (chapter 1)."""
-    r = r or runs()
-    finals, chance = {k: v.final for k, v in r.items()}, r["mdm"].world.chance
+    f, chance = finals(s), s.cells[0].run.world.chance
     fig, axes = plot.figure(2, height=3.1)
-    plot.probe_bars(finals, chance, metric="acc", ax=axes[0, 0])
-    plot.probe_bars(finals, chance, metric="nll", ax=axes[0, 1])
+    plot.probe_bars(f, chance, metric="acc", ax=axes[0, 0])
+    plot.probe_bars(f, chance, metric="nll", ax=axes[0, 1])
     axes[0, 1].legend().remove()
     for ax, name in zip(axes[0], "ab"):
         plot.letter(ax, name)
@@ -127,28 +97,34 @@ def probes_figure(r: dict | None = None):
     return fig
 
 
-@figure("curse-curves")
-def curves_figure(r: dict | None = None):
+@figure("curse-probes", "ch1")
+def _probes_figure(r: dict):
+    return probes_figure(r["models"])
+
+
+def curves_figure(s: Sweep):
     """(a) accuracy and (b) loss of the right answer along training, a2b and b2a, ARM vs MDM."""
-    r = r or runs()
-    histories, chance = {k: v.history for k, v in r.items()}, r["mdm"].world.chance
+    histories = {c.values["objective"]: c.run.history for c in s}
     fig, axes = plot.figure(2, height=3.0)
     plot.training_curves(histories, "acc", probes=("a2b", "b2a"), ax=axes[0, 0])
-    plot.training_curves(histories, "nll", probes=("a2b", "b2a"), chance=chance, ax=axes[0, 1])
+    plot.training_curves(histories, "nll", probes=("a2b", "b2a"), chance=s.cells[0].run.world.chance, ax=axes[0, 1])
     axes[0, 0].legend(loc="center right", fontsize=8)
     for ax, name in zip(axes[0], "ab"):
         plot.letter(ax, name)
     return fig
 
 
-@figure("curse-zhu")
-def zhu_figure(z: dict | None = None):
+@figure("curse-curves", "ch1")
+def _curves_figure(r: dict):
+    return curves_figure(r["models"])
+
+
+def zhu_figure(s: Sweep):
     """Training loss and the held-out b2a and swap losses on Zhu et al.'s split, ARM (a) and MDM (b)."""
-    z = z or zhu_runs()
-    log_v = np.log(z["mdm"].world.vocab_size)
+    log_v = np.log(s.cells[0].run.world.vocab_size)
     fig, axes = plot.figure(2, height=3.0)
     for ax, kind, name in zip(axes[0], KINDS, "ab"):
-        h = z[kind].history
+        h = s.run(objective=kind).history
         c = plot.COLORS[kind]
         plot.band(ax, h["step"], h["loss"], c, "-", "training loss", marker="o", markevery=5)
         plot.band(ax, h["step"], h["b2a_nll"], c, "--", "b2a: b rev [M]", marker="^", markevery=5)
@@ -162,27 +138,107 @@ def zhu_figure(z: dict | None = None):
     return fig
 
 
-@figure("curse-robustness")
-def robustness_figure(rows: dict | None = None):
-    """b2a accuracy of every seed of every setting of :func:`robustness`, ARM (orange) and MDM (green)."""
-    rows = rows or robustness()
+@figure("curse-zhu", "ch1")
+def _zhu_figure(r: dict):
+    return zhu_figure(r["zhu"])
+
+
+def robustness_figure(s: Sweep):
+    """b2a accuracy of every seed of every setting of the robustness sweep, ARM and MDM."""
     fig, axes = plot.figure(1, height=3.0)
     ax = axes[0, 0]
+    variants = list(s.axes["variant"])
     labels = []
-    settings = [(axis, value) for (kind, axis, value) in rows if kind == "mdm"]
-    for i, (axis, value) in enumerate(settings):
-        labels.append(f"{value}" if axis == "positional" else f"{axis.replace('n_', '').replace('_', ' ')}\n{value}")
+    for i, variant in enumerate(variants):
+        axis, value = variant.split("=")
+        labels.append(value if axis == "positional" else f"{axis.replace('n_', '').replace('_', ' ')}\n{value}")
         for j, kind in enumerate(KINDS):
-            run = rows[kind, axis, value].run
-            acc = run.final["b2a"]["acc"]
+            c = s.cell(variant=variant, objective=kind)
+            acc = c.run.final["b2a"]["acc"]
             x = i + (j - 0.5) * 0.36
             plot.seed_bars(ax, x, acc, plot.COLORS[kind], 0.34, label=plot.LABELS[kind] if i == 0 else None)
-            bad = run.failed
+            bad = c.failed
             if bad.any():
                 ax.scatter(np.full(bad.sum(), x), acc[bad], s=30, facecolors="none", edgecolors="red", lw=1,
                            zorder=4, label="did not learn a2b" if i == 0 and j == 0 else None)
-    ax.set_xticks(range(len(settings)), labels, fontsize=8)
+    ax.set_xticks(range(len(variants)), labels, fontsize=8)
     ax.set_ylabel("b2a accuracy")
     ax.set_ylim(0, 1.08)
     ax.legend(loc="center right", fontsize=8)
     return fig
+
+
+@figure("curse-robustness", "ch1")
+def _robustness_figure(r: dict):
+    return robustness_figure(r["robustness"])
+
+
+def explorer_frame(run_ar, run_mdm, step_index: int, title: str):
+    """One frame of chapter 1's explorer: the ARM's and the MDM's probe accuracy at one checkpoint
+    of their histories (mean over seeds, a dot per seed)."""
+    f = {}
+    for kind, run in (("ar", run_ar), ("mdm", run_mdm)):
+        h = run.history
+        f[kind] = {p: ({"acc": h[f"{p}_acc"][step_index]} if f"{p}_acc" in h else None) for p in ("a2b", "infill", "b2a")}
+    fig, axes = plot.figure(1, height=2.6)
+    plot.probe_bars(f, run_mdm.world.chance, ax=axes[0, 0])
+    axes[0, 0].set_title(title, fontsize=9.5)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# captions (the notebooks' figure metadata says the same; tests/test_notebooks.py checks it)
+# ---------------------------------------------------------------------------------------------
+
+from .nb import caption  # noqa: E402
+
+caption("fig-headline",
+        "One-layer models trained on facts written one way only (\"a is b\"), one dot per seed. Both answer the "
+        "trained direction `a2b`; only the MDM answers the reversed query `b2a`. Computed when this page was built; "
+        "chapter 1 takes it apart.",
+        "Bar chart: the ARM and the MDM both score near 1 on a2b; on b2a the ARM scores 0 and the MDM near 1.")
+caption("fig-curse-probes",
+        "Accuracy (a) and loss of the right answer (b) of the ARM and the MDM on the three probes, after training "
+        "on one-direction facts. Bars: mean over seeds; dots: single seeds; dotted line: chance (for the loss, "
+        "$\\log V$). The ARM has no `infill` answer.",
+        "Two bar charts. Accuracy: both models near 1 on a2b, the MDM near 1 on infill and b2a, the ARM 0 on b2a. "
+        "Loss: the ARM's b2a loss lies far above the chance line, the MDM's near zero.")
+caption("fig-curse-curves",
+        "Accuracy (a) and loss of the right answer (b) during training; solid `a2b`, dashed `b2a`; lines are means "
+        "over seeds, bands span them; dotted: chance.",
+        "Training curves: both models learn a2b within a few dozen steps; the MDM's b2a accuracy rises with it while "
+        "the ARM's b2a loss climbs above chance.")
+caption("fig-curse-robustness",
+        "`b2a` accuracy of every seed in every setting of the table, ARM (orange) and MDM (green); red circles: "
+        "seeds that did not learn the trained direction (`a2b`, for the MDM also `infill`, below 0.9).",
+        "Bars per setting: the ARM's b2a is zero everywhere; the MDM's is near one except with learned absolute "
+        "positions, where seeds scatter well below.")
+caption("fig-curse-zhu",
+        "Zhu et al.'s split (V = 800, 200 pairs, 140 trained both ways), ARM (a) and MDM (b). Solid: training loss; "
+        "dashed: loss of `b2a` (\"b rev [M]\") on the 60 pairs never seen reversed; dash-dotted: `swap` "
+        "(\"b is [M]\"); dotted: chance, $\\log V$. Means over seeds, bands span them.",
+        "Two panels of loss curves: for the ARM the training loss falls to zero while the held-out b2a loss rises "
+        "above chance; for the MDM both b2a and swap losses fall.")
+
+
+def explorer(robustness: Sweep, steps=(0, 50, 100, 150, 200, 250, 300)):
+    """The static explorer: probe accuracy of the ARM and the MDM for each positional encoding of
+    the robustness sweep (one slider) at each training step (the other), read from the runs'
+    histories (nothing is trained for it)."""
+    from .explore import FrameExplorer
+
+    variants = [v for v in robustness.axes["variant"] if v.startswith("positional=")]
+    history_steps = list(robustness.cell(variant=variants[0], objective="mdm").run.history["step"])
+    steps = [s for s in steps if s in history_steps]
+
+    def draw(i, j):
+        v = variants[i]
+        ar, mdm = robustness.run(variant=v, objective="ar"), robustness.run(variant=v, objective="mdm")
+        return explorer_frame(ar, mdm, history_steps.index(steps[j]),
+                              f"{v.split('=')[1]} positions, after {steps[j]} of {history_steps[-1]} steps")
+
+    return FrameExplorer("curse", {"positions": [v.split("=")[1] for v in variants], "training step": steps}, draw,
+                         alt="Bar chart of the ARM's and the MDM's a2b, infill and b2a accuracy at the chosen "
+                             "positional encoding and training step.",
+                         note="Each setting's figure was drawn from the trained runs when this page was built; "
+                              "move the sliders. In a live notebook the next cell retrains at any setting.")

@@ -1,149 +1,13 @@
-"""Chapter 2, weight-sharing coupling: its experiments (recipes), figures and tables."""
+"""Chapter 2, weight-sharing coupling: its tables and figures (the experiments are revlib.recipes.ch2)."""
 from __future__ import annotations
 
-import hashlib
-import inspect
-
 import numpy as np
-import torch
 
 from .. import coupling, theory
-from ..cache import cached_arrays, cached_train, experiment_key
-from ..model import build_model
-from ..sweep import sweep
-from . import ch1, plot
+from ..sweep import Sweep
+from . import plot
 from .registry import figure, table
-from .seeds import SEEDS
-from .tables import Table, mean_sd, spread
-
-POSITIONALS = ("rope", "absolute", "alibi", "none")
-HEADS = (1, 2, 4, 8)
-BASES = (1.5, 10_000.0)
-
-
-def _measured(exp, kind: str, fn) -> dict:
-    """A measurement of the trained (or initial) models of ``exp``, cached beside the run.
-
-    The measuring function's own source is part of the key: this module is not fingerprinted
-    by the cache, so editing the measurement must not serve its old results.
-    """
-    source = hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
-    return cached_arrays(f"ch2-{kind}", experiment_key(exp, SEEDS, measure=source), fn)
-
-
-# ---------------------------------------------------------------------------------------------
-# recipes
-# ---------------------------------------------------------------------------------------------
-
-def init_coupling(n_models: int = 64) -> dict:
-    """``predicted`` (fixed-query value ``q^T R_2Δ q / |q|^2`` of each model's own [M] query, head 0)
-    and ``measured`` (correlation across the facts) for ``n_models`` freshly initialised MDMs,
-    with RoPE and with learned absolute positions."""
-    exp = ch1.experiment("mdm")
-    world = ch1.runs()["mdm"].world
-    out = {}
-    for positional in ("rope", "absolute"):
-        e = exp.replace(positional=positional)
-        fresh = build_model(e, range(1000, 1000 + n_models), world.vocab_size)  # seeds no run uses
-        out[f"{positional}_measured"] = coupling.measure_coupling(fresh, world, "mdm")["corr"]
-        if positional == "rope":
-            with torch.no_grad():
-                q = torch.einsum("kd,kde->ke", fresh.embed[:, 0], fresh.blocks[0].attn.W_Q)  # W_Q E[M], (K, e)
-            out["rope_predicted"] = theory.rope_corr_fixed_query(q).numpy()
-    return out
-
-
-def histories() -> dict:
-    """The chapter-1 models measured along training (cached): ``{kind: (run, history)}``."""
-    return {kind: coupling.coupling_history(ch1.experiment(kind), SEEDS) for kind in ("mdm", "ar")}
-
-
-def positional_ablation() -> dict:
-    """The MDM with each positional encoding: ``{positional: {run, init, final, symmetry}}``.
-
-    ``init``/``final``: revlib.coupling.measure_coupling at the initial weights and after
-    training; ``symmetry``: the largest difference, per seed, between the ``infill`` logits at
-    the blank of "[M] is b" and the ``b2a`` logits at the blank of "b is [M]".
-    """
-    out = {}
-    for positional in POSITIONALS:
-        exp = ch1.experiment("mdm", positional=positional)
-        run = cached_train(exp, SEEDS)
-
-        def measure(run=run):
-            init, final = run.initial_model(), run.model
-            with torch.no_grad():
-                li = final(run.world.probe("infill").tokens)[:, :, 0]
-                lb = final(run.world.probe("b2a").tokens)[:, :, 2]
-            return {"init": coupling.measure_coupling(init, run.world, "mdm"),
-                    "final": coupling.measure_coupling(final, run.world, "mdm"),
-                    "symmetry": (li - lb).abs().amax(dim=(1, 2)).numpy()}
-
-        out[positional] = {"run": run, **_measured(exp, "ablation", measure)}
-    return out
-
-
-def heads() -> dict:
-    """The MDM with 1, 2, 4, 8 heads: ``{H: {run, w_infill, w_b2a, evidence, reach_infill, reach_b2a}}``.
-
-    Per seed and head (K, H): the blank's attention weight on b in ``infill`` and in ``b2a``
-    (mean over facts) and the head's stored evidence u_a^T W_h E[b]; ``reach_*`` (K,): the
-    evidence that reaches the blank, Σ_h weight_h(b) evidence_h (mean over facts).
-    """
-    out = {}
-    for H in HEADS:
-        exp = ch1.experiment("mdm", n_heads=H)
-        run = cached_train(exp, SEEDS)
-
-        def measure(run=run):
-            w = coupling.token_weights(run.model, run.world)
-            wi, wb = w["infill"][:, 0, :, :, 2], w["b2a"][:, 0, :, :, 2]  # (K, H, N)
-            idx = run.world.one_way
-            ev = coupling.stored_evidence(run.model, run.world.a[idx, 0], run.world.b[idx, 0])  # (K, H, N)
-            return {"w_infill": wi.mean(-1).numpy(), "w_b2a": wb.mean(-1).numpy(), "evidence": ev.mean(-1).numpy(),
-                    "reach_infill": (wi * ev).sum(1).mean(-1).numpy(), "reach_b2a": (wb * ev).sum(1).mean(-1).numpy()}
-
-        out[H] = {"run": run, **_measured(exp, "heads", measure)}
-    return out
-
-
-def absolute_sizes() -> dict:
-    """The MDM with learned absolute positions at several sizes: ``{(axis, value): sweep Row}``."""
-    base = ch1.experiment("mdm", positional="absolute")
-    rows = {}
-    for axis, values in (("d_model", [16, 32, 64]), ("n_pairs", [64, 128, 256])):
-        for r in sweep(base, {axis: values}, SEEDS):
-            rows[axis, r.values[axis]] = r
-    return rows
-
-
-def position_parts(run) -> dict:
-    """Learned absolute positions: per query, the position part's a-minus-b logit gap and the
-    accuracy with and without the position part (K,) each (revlib.coupling.position_logits)."""
-    model, world = run.model, run.world
-    out = {}
-    for probe, slot in (("infill", 0), ("b2a", 2)):
-        p = world.probe(probe)
-        with torch.no_grad():
-            full = model(p.tokens)[:, :, slot]  # (K, N, V)
-        pos = coupling.position_logits(model, world, probe)
-        a, b = world.alphabets
-        answers = p.answers[:, 0]
-        out[probe] = {"gap": (pos[:, :, a].mean((1, 2)) - pos[:, :, b].mean((1, 2))).numpy(),
-                      "full": (full.argmax(-1) == answers).float().mean(1).numpy(),
-                      "tokens": ((full - pos).argmax(-1) == answers).float().mean(1).numpy()}
-    return out
-
-
-def bases() -> dict:
-    """Rotary bases 1.5 (anti-correlated routes at initialisation) and 10^4, trained with the
-    full objective (mdm) and with ``prefix`` (only infill trained): ``{(objective, base): (run, history)}``."""
-    out = {}
-    for objective in ("mdm", "prefix"):
-        for base in BASES:
-            exp = ch1.experiment("mdm", objective=objective, rope_base=base)
-            out[objective, base] = coupling.coupling_history(exp, SEEDS)
-    return out
+from .tables import Table, mean_sd, seeds_text, setting_text, spread
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,83 +19,125 @@ def _size(x: float) -> str:
     return f"{x:.0f}" if x >= 10 else f"{x:.1f}" if x >= 0.1 else f"{x:.0e}"
 
 
-@table("ch2-positional")
-def positional_table(ablation: dict | None = None) -> Table:
-    ablation = ablation or positional_ablation()
+def positional_table(s: Sweep) -> Table:
     rows = []
-    for positional, r in ablation.items():
-        f = r["run"].final
-        rows.append([positional, mean_sd(r["init"]["corr"]), mean_sd(r["final"]["corr"]),
-                     mean_sd(r["final"]["weight_b2a"]), mean_sd(r["final"]["evidence"], 1),
-                     spread(f["infill"]["acc"]), spread(f["b2a"]["acc"]), _size(r["symmetry"].max()),
-                     f"{r['run'].failed.sum()}"])
+    for c in s:
+        m = c.measured
+        rows.append([c.values["positional"], mean_sd(m["corr_init"]), mean_sd(m["corr"]), mean_sd(m["weight_b2a"]),
+                     mean_sd(m["evidence"], 1), spread(c.quantity("infill")), spread(c.quantity("b2a")),
+                     _size(m["logit_gap"].max()), f"{int(c.failed.sum())}"])
     return Table(["positions", "corr at init", "corr trained", "b2a weight on b", "evidence", "infill acc",
                   "b2a acc", "max |logit gap|", "failed"], rows,
-                 caption="MDM, 128 facts, d_model 32, 8 seeds (mean ± sd [min, max]); max |logit gap|: between the "
-                         "infill and b2a blanks' logits, over facts and seeds", stack_ranges=True, compact=True)
+                 caption=f"MDM, {setting_text(s.base)}, {seeds_text(s.seeds)} (mean ± sd [min, max]); max |logit gap|: "
+                         "between the infill and b2a blanks' logits, over facts and seeds", stack_ranges=True, compact=True)
 
 
-@table("ch2-heads")
-def heads_table(h: dict | None = None) -> Table:
-    h = h or heads()
-    rows = []
-    for H, r in h.items():
-        f = r["run"].final
-        ratio = r["reach_b2a"] / r["reach_infill"]
-        rows.append([str(H), spread(f["infill"]["acc"]), spread(f["b2a"]["acc"]), mean_sd(ratio),
-                     mean_sd(np.abs(r["w_infill"] - r["w_b2a"]).mean(1))])
+@table("ch2-positional", "ch2")
+def _positional_table(r: dict) -> Table:
+    return positional_table(r["positional"])
+
+
+def heads_table(s: Sweep) -> Table:
+    rows = [[str(c.values["n_heads"]), spread(c.quantity("infill")), spread(c.quantity("b2a")),
+             mean_sd(c.measured["reach_ratio"]), mean_sd(c.measured["weight_gap"])] for c in s]
     return Table(["heads", "infill acc", "b2a acc", "evidence reaching b2a / infill",
                   "|weight on b: infill − b2a| per head"], rows,
-                 caption="MDM, RoPE, 8 seeds; evidence reaching a blank: Σ_h α_h(b) · u_a W_h E[b], mean over facts")
+                 caption=f"MDM, RoPE, {seeds_text(s.seeds)}; evidence reaching a blank: Σ_h α_h(b) · u_a W_h E[b], "
+                         "mean over facts")
 
 
-@table("ch2-absolute")
-def absolute_table(rows: dict | None = None) -> Table:
-    rows = rows or absolute_sizes()
+@table("ch2-heads", "ch2")
+def _heads_table(r: dict) -> Table:
+    return heads_table(r["heads"])
+
+
+def absolute_table(s: Sweep) -> Table:
     out = []
-    for (axis, value), r in rows.items():
-        p = r.summary["probes"]
-        out.append([f"{axis} = {value}", f"{p['infill']['acc']['mean']:.2f}", f"{p['b2a']['acc']['mean']:.2f} ± "
-                    f"{p['b2a']['acc']['sd']:.2f} [{p['b2a']['acc']['min']:.2f}, {p['b2a']['acc']['max']:.2f}]",
-                    f"{r.summary['failed']} of {r.summary['n_seeds']}"])
+    for c in s:
+        b = c.quantity("b2a")
+        out.append([c.values["variant"].replace("=", " = "), f"{c.quantity('infill').mean():.2f}",
+                    f"{b.mean():.2f} ± {np.std(b, ddof=1) if b.size > 1 else 0:.2f} [{b.min():.2f}, {b.max():.2f}]",
+                    f"{int(c.failed.sum())} of {len(s.seeds)}"])
     return Table(["setting", "infill acc", "b2a acc [min, max]", "failed"], out,
-                 caption="MDM with learned absolute positions, 8 seeds per row, other settings at the default")
+                 caption=f"MDM with learned absolute positions, {seeds_text(s.seeds)} per row, other settings at "
+                         f"the default ({setting_text(s.base)})")
 
 
-@table("ch2-bases")
-def bases_table(b: dict | None = None) -> Table:
-    b = b or bases()
+@table("ch2-absolute", "ch2")
+def _absolute_table(r: dict) -> Table:
+    return absolute_table(r["absolute_sizes"])
+
+
+def bases_table(b: dict) -> Table:
     rows = []
     for (objective, base), (run, h) in b.items():
-        rows.append([objective, f"{base:g}", f"{theory.rope_corr(32, 2, base):+.2f}", mean_sd(h["corr"][0]),
-                     mean_sd(h["corr"][-1]), mean_sd(h["weight_b2a"][-1]), spread(run.final["b2a"]["acc"])])
+        rows.append([objective, f"{base:g}", f"{theory.rope_corr(run.experiment.model.d_head, 2, base):+.2f}",
+                     mean_sd(h["corr"][0]), mean_sd(h["corr"][-1]), mean_sd(h["weight_b2a"][-1]),
+                     spread(run.final["b2a"]["acc"])])
+    seeds = next(iter(b.values()))[0].seeds
     return Table(["objective", "rope base", "closed form", "corr at init", "corr trained", "b2a weight on b",
-                  "b2a acc"], rows, caption="MDM, 8 seeds; prefix trains only infill (revlib.objectives)")
+                  "b2a acc"], rows, caption=f"MDM, {seeds_text(seeds)}; prefix trains only infill (revlib.objectives)")
+
+
+@table("ch2-bases", "ch2")
+def _bases_table(r: dict) -> Table:
+    return bases_table(r["bases"])
+
+
+def bag_table(bag: dict) -> Table:
+    rows = [[p] + [mean_sd(bag[p]["weights"][:, t], 3) for t in range(3)] + [f"{bag[p]['max_error'].max():.1e}"]
+            for p in ("infill", "b2a")]
+    n = bag["infill"]["weights"].shape[0]
+    return Table(["query"] + [f"weight on {t}" for t in coupling.BAG] + ["max |model − formula|"], rows,
+                 caption=f"trained MDM (one head), the blank's attention, mean over facts, mean ± sd over {n} seeds")
+
+
+def monte_carlo_table(rows: list[dict]) -> Table:
+    offsets = sorted({r["offset"] for r in rows})
+    out = []
+    for d in sorted({r["d"] for r in rows}):
+        cells = {r["offset"]: r for r in rows if r["d"] == d}
+        out.append([str(d)] + [f"{cells[o]['closed_form']:.3f} | {cells[o]['estimate']:.3f} ± {cells[o]['stderr']:.3f}"
+                               for o in offsets])
+    return Table(["head size d"] + [f"Δ = {o}: closed form | Monte-Carlo" for o in offsets], out,
+                 caption="Corr(S_infill, S_b2a) for RoPE, base 10^4; Monte-Carlo with 10 000 pairs (q, k), ± its standard error")
+
+
+def position_parts_table(parts: dict, learned) -> Table:
+    learned = np.asarray(learned, dtype=bool)
+    rows = [[p, mean_sd(v["gap"], 1), mean_sd(v["full"]), mean_sd(v["full"][learned]) if learned.any() else "n/a",
+             mean_sd(v["tokens"][learned]) if learned.any() else "n/a"] for p, v in parts.items()]
+    n = int(learned.sum())
+    return Table(["query", "position part: a minus b (logits)", "accuracy, all seeds",
+                  f"accuracy, the {n} seeds that learned infill", "the same, without the position part"],
+                 rows, caption=f"MDM with learned absolute positions, {learned.size} seeds, {n} of which learned infill")
 
 
 # ---------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------
 
-@figure("coupling-init")
-def init_figure(data: dict | None = None):
-    """Route correlation of 64 initialised MDMs against the fixed-query prediction (chapter 2)."""
-    data = data or init_coupling()
+def init_figure(data: dict, d: int = 32):
+    """Route correlation of freshly initialised MDMs against the fixed-query prediction."""
+    rope = data["rope"]
     fig, axes = plot.figure(1, height=3.2)
     ax = axes[0, 0]
-    ax.scatter(data["rope_predicted"], data["rope_measured"], s=14, color=plot.COLORS["mdm"], label="one initialised MDM")
+    ax.scatter(rope["predicted"], rope["measured"], s=14, color=plot.COLORS["mdm"], label="one initialised MDM")
     ax.plot([-0.2, 1], [-0.2, 1], color="0.5", lw=0.8, label="measured = predicted")
-    ax.axhline(theory.rope_corr(32), color="black", lw=1, ls="--", label="closed form, random q")
+    ax.axhline(theory.rope_corr(d), color="black", lw=1, ls="--", label="closed form, random q")
     ax.set_xlabel(r"predicted from its query: $q^\top R_{2\Delta}\, q / |q|^2$")
     ax.set_ylabel("measured across the facts")
     ax.legend(loc="upper left")
     return fig
 
 
-@figure("coupling-training")
-def training_figure(hist: dict | None = None):
+@figure("coupling-init", "ch2")
+def _init_figure(r: dict):
+    return init_figure(r["initial_routes"])
+
+
+def training_figure(hist: dict, d: int = 32):
     """(a) route correlation, (b) attention on the key, (c) stored evidence, (d) b2a loss along training."""
-    hist = hist or histories()
     fig, axes = plot.figure(2, 2, height=2.7)
     ax = axes.ravel()
     trained_route = {"mdm": "infill", "ar": "a2b"}
@@ -244,7 +150,7 @@ def training_figure(hist: dict | None = None):
         plot.band(ax[2], step, h["evidence"], c, "-", f"{lab}: own pair", marker="o", markevery=every)
         plot.band(ax[2], step, h["evidence_baseline"], c, ":", f"{lab}: other pairs' b", marker="x", markevery=every)
         plot.band(ax[3], run.history["step"], run.history["b2a_nll"], c, "--", lab, marker="^", markevery=every)
-    ax[0].axhline(theory.rope_corr(32), **plot.CHANCE_STYLE, label="closed form")
+    ax[0].axhline(theory.rope_corr(d), **plot.CHANCE_STYLE, label="closed form")
     ax[3].axhline(-np.log(hist["mdm"][0].world.chance), **plot.CHANCE_STYLE, label="chance")
     ax[0].set_ylabel("score correlation")
     ax[1].set_ylabel("weight on the key")
@@ -257,30 +163,34 @@ def training_figure(hist: dict | None = None):
     return fig
 
 
-@figure("coupling-ablation")
-def ablation_figure(ablation: dict | None = None):
+@figure("coupling-training", "ch2")
+def _training_figure(r: dict):
+    return training_figure(r["histories"])
+
+
+def ablation_figure(s: Sweep):
     """Per positional encoding, MDM: (a) infill and b2a accuracy, (b) correlation at init and
     trained, (c) evidence, (d) the blank's weight on b (one dot per seed)."""
-    ablation = ablation or positional_ablation()
     fig, axes = plot.figure(2, 2, height=2.6)
     ax = axes.ravel()
     c = plot.COLORS["mdm"]
-    for i, (positional, r) in enumerate(ablation.items()):
-        f = r["run"].final
-        plot.seed_bars(ax[0], i - 0.18, f["infill"]["acc"], c, 0.34, hatch="//", filled=False, label="infill" if i == 0 else None)
-        plot.seed_bars(ax[0], i + 0.18, f["b2a"]["acc"], c, 0.34, label="b2a" if i == 0 else None)
-        plot.seed_bars(ax[1], i - 0.18, r["init"]["corr"], c, 0.34, filled=False, label="at init" if i == 0 else None)
-        plot.seed_bars(ax[1], i + 0.18, r["final"]["corr"], c, 0.34, label="trained" if i == 0 else None)
-        plot.seed_bars(ax[2], i, r["final"]["evidence"], c, 0.5)
-        plot.seed_bars(ax[3], i - 0.18, r["final"]["weight_infill"], c, 0.34, hatch="//", filled=False,
-                       label="infill" if i == 0 else None)
-        plot.seed_bars(ax[3], i + 0.18, r["final"]["weight_b2a"], c, 0.34, label="b2a" if i == 0 else None)
+    for i, cell in enumerate(s):
+        m = cell.measured
+        first = i == 0
+        plot.seed_bars(ax[0], i - 0.18, cell.quantity("infill"), c, 0.34, hatch="//", filled=False, label="infill" if first else None)
+        plot.seed_bars(ax[0], i + 0.18, cell.quantity("b2a"), c, 0.34, label="b2a" if first else None)
+        plot.seed_bars(ax[1], i - 0.18, m["corr_init"], c, 0.34, filled=False, label="at init" if first else None)
+        plot.seed_bars(ax[1], i + 0.18, m["corr"], c, 0.34, label="trained" if first else None)
+        plot.seed_bars(ax[2], i, m["evidence"], c, 0.5)
+        plot.seed_bars(ax[3], i - 0.18, m["weight_trained"], c, 0.34, hatch="//", filled=False, label="infill" if first else None)
+        plot.seed_bars(ax[3], i + 0.18, m["weight_b2a"], c, 0.34, label="b2a" if first else None)
     ax[0].set_ylabel("accuracy")
     ax[1].set_ylabel("score correlation")
     ax[2].set_ylabel(r"evidence $u_a^\top W E[b]$")
     ax[3].set_ylabel("weight on b")
+    names = [cell.values["positional"] for cell in s]
     for a, name in zip(ax, "abcd"):
-        a.set_xticks(range(len(ablation)), list(ablation))
+        a.set_xticks(range(len(names)), names)
         plot.letter(a, name)
     for a in (ax[0], ax[1], ax[3]):  # headroom for a legend above the bars, no ticks in it
         lo, hi = a.get_ylim()
@@ -291,26 +201,31 @@ def ablation_figure(ablation: dict | None = None):
     return fig
 
 
-@figure("coupling-heads")
-def heads_figure(h: dict | None = None):
-    """(a) infill and b2a accuracy against the number of heads; (b) per head of a 4-head MDM
-    (seed 0), the blank's weight on b in infill and in b2a, and the head's stored evidence."""
-    h = h or heads()
+@figure("coupling-ablation", "ch2")
+def _ablation_figure(r: dict):
+    return ablation_figure(r["positional"])
+
+
+def heads_figure(s: Sweep, detail_heads: int = 4):
+    """(a) infill and b2a accuracy against the number of heads; (b) per head of the
+    ``detail_heads``-head MDM (its first seed), the blank's weight on b in infill and in b2a, and
+    the head's stored evidence."""
     fig, axes = plot.figure(2, height=3.0)
     a, b = axes[0]
     c = plot.COLORS["mdm"]
-    for i, (H, r) in enumerate(h.items()):
-        f = r["run"].final
-        plot.seed_bars(a, i - 0.18, f["infill"]["acc"], c, 0.34, hatch="//", filled=False, label="infill" if i == 0 else None)
-        plot.seed_bars(a, i + 0.18, f["b2a"]["acc"], c, 0.34, label="b2a" if i == 0 else None)
-    a.set_xticks(range(len(h)), [str(H) for H in h])
+    hs = [cell.values["n_heads"] for cell in s]
+    for i, cell in enumerate(s):
+        plot.seed_bars(a, i - 0.18, cell.quantity("infill"), c, 0.34, hatch="//", filled=False, label="infill" if i == 0 else None)
+        plot.seed_bars(a, i + 0.18, cell.quantity("b2a"), c, 0.34, label="b2a" if i == 0 else None)
+    a.set_xticks(range(len(hs)), [str(H) for H in hs])
     a.set_xlabel("heads")
     a.set_ylabel("accuracy")
     a.set_ylim(0, 1.3)
     a.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     a.legend(loc="upper center", ncol=2)
     plot.letter(a, "a")
-    r = h[4] if 4 in h else h[max(h)]
+    H = detail_heads if detail_heads in hs else max(hs)
+    r = coupling.head_weights(s.run(n_heads=H))
     x = np.arange(r["w_infill"].shape[1])
     b.bar(x - 0.2, r["w_infill"][0], 0.38, color="white", edgecolor=c, hatch="//", label="weight on b, infill")
     b.bar(x + 0.2, r["w_b2a"][0], 0.38, color=c, label="weight on b, b2a")
@@ -333,17 +248,20 @@ def heads_figure(h: dict | None = None):
     return fig
 
 
-@figure("coupling-bases")
-def bases_figure(b: dict | None = None):
-    """(a) route correlation and (b) the b2a blank's weight on b along training, for rotary bases
-    10^4 and 1.5, trained with the full objective (mdm) and with prefix (only infill)."""
-    b = b or bases()
+@figure("coupling-heads", "ch2")
+def _heads_figure(r: dict):
+    return heads_figure(r["heads"])
+
+
+def bases_figure(b: dict):
+    """(a) route correlation and (b) the b2a blank's weight on b along training, for each rotary
+    base, trained with the full objective (mdm) and with prefix (only infill)."""
     fig, axes = plot.figure(2, height=3.0)
-    styles = {("mdm", 10_000.0): ("-", "o"), ("mdm", 1.5): ("--", "^"),
-              ("prefix", 10_000.0): ("-", "s"), ("prefix", 1.5): ("--", "x")}
-    for (objective, base), (run, h) in b.items():
+    lines, markers = ["-", "--", "-.", ":"], ["o", "^", "s", "x", "D", "v"]
+    for i, ((objective, base), (run, h)) in enumerate(b.items()):
         color = plot.COLORS["mdm"] if objective == "mdm" else "0.35"
-        ls, marker = styles[objective, base]
+        bases = sorted({bb for _, bb in b}, reverse=True)
+        ls, marker = lines[bases.index(base) % 4], markers[i % len(markers)]
         label = f"{objective}, base {base:g}"
         plot.band(axes[0, 0], h["step"], h["corr"], color, ls, label, marker=marker, markevery=2)
         plot.band(axes[0, 1], h["step"], h["weight_b2a"], color, ls, label, marker=marker, markevery=2)
@@ -356,52 +274,80 @@ def bases_figure(b: dict | None = None):
     return fig
 
 
+@figure("coupling-bases", "ch2")
+def _bases_figure(r: dict):
+    return bases_figure(r["bases"])
+
+
 # ---------------------------------------------------------------------------------------------
-# the chapter's smaller tables (kept here so the notebook shows one short call per table)
+# captions (the notebooks' figure metadata says the same; tests/test_notebooks.py checks it)
 # ---------------------------------------------------------------------------------------------
 
-def bag_of_tokens(runs: dict | None = None) -> dict:
-    """The one-head MDM's blank weights on [M], is, b (K, L, H, N, 3) per probe, its logits
-    (K, N, V) and the bag formula's (revlib.coupling.bag_logits)."""
-    runs = runs or ch1.runs()
-    mdm, world = runs["mdm"].model, runs["mdm"].world
-    weights = coupling.token_weights(mdm, world)
-    slot = {"infill": 0, "b2a": 2}
-    with torch.no_grad():
-        actual = {p: mdm(world.probe(p).tokens)[:, :, s] for p, s in slot.items()}
-    rebuilt = {p: coupling.bag_logits(mdm, world, weights[p][:, 0]) for p in slot}
-    return {"weights": weights, "actual": actual, "rebuilt": rebuilt}
+from .nb import caption  # noqa: E402
+
+caption("fig-c2-init",
+        "Correlation of $S_\\text{infill}$ and $S_\\text{b2a}$ across the facts, for freshly initialised MDMs "
+        "($d = 32$, $\\Delta = 2$), against the fixed-query prediction from each model's own `[M]` query. Dashed: "
+        "the closed form for random queries, the mean of the prediction.",
+        "Scatter plot of measured against predicted route correlation for many initialised models; the points lie "
+        "near the diagonal and scatter widely around the closed-form value.")
+caption("fig-c2-training",
+        "Along training, mean over seeds (bands span the seeds). (a) correlation across facts of the trained "
+        "route's and the `b2a` route's scores; (b) the attention weight of each route on its key; (c) the stored "
+        "evidence $u_{a_i}^\\top W E[b_i]$ for the fact's own pair (solid) and for other pairs' $b$ (dotted); "
+        "(d) the loss of the right `b2a` answer.",
+        "Four panels of curves over training steps: the MDM's route correlation stays high, both MDM routes come to "
+        "attend to b, its stored evidence grows far above the other pairs' baseline, and its b2a loss falls; the "
+        "ARM's correlation and evidence stay near zero and its b2a loss rises.")
+caption("fig-c2-ablation",
+        "MDM per positional encoding (bars: mean; dots: seeds). (a) `infill` (hatched) and `b2a` accuracy; "
+        "(b) score correlation at initialisation (open) and trained; (c) stored evidence; (d) the blank's weight on "
+        "$b$ in `infill` (hatched) and `b2a`.",
+        "Four bar charts over rope, absolute, alibi and none: b2a matches infill for rope, alibi and none and falls "
+        "for absolute; correlations are 1 for alibi and none.")
+caption("fig-c2-heads",
+        "(a) `infill` (hatched) and `b2a` accuracy against the number of heads, one dot per seed. (b) A four-head "
+        "MDM (its first seed): per head, the blank's weight on $b$ in `infill` (hatched) and in `b2a`, and the "
+        "head's stored evidence $u_a^\\top W_h E[b]$ (diamonds, right axis).",
+        "Left: infill stays near 1 for 1 to 8 heads while b2a falls. Right: per head of a four-head model, the "
+        "weights on b differ between the two queries, and the heads store different amounts of evidence.")
+caption("fig-c2-bases",
+        "(a) Score correlation of the `infill` and `b2a` routes and (b) the `b2a` blank's weight on $b$ along "
+        "training, for each rotary base (solid: $10^4$, dashed: 1.5), with the full objective (`mdm`, green) and "
+        "with `prefix` (only `infill` trained, grey).",
+        "Curves over training: at base 1.5 the routes start anti-correlated; with the full objective the b2a "
+        "blank still comes to attend to b, with prefix alone it does not.")
 
 
-def bag_table(bag: dict) -> Table:
-    rows = [[p] + [mean_sd(bag["weights"][p][:, 0, 0, :, t].mean(1), 3) for t in range(3)]
-            + [f"{(bag['actual'][p] - bag['rebuilt'][p]).abs().max():.1e}"] for p in ("infill", "b2a")]
-    return Table(["query"] + [f"weight on {t}" for t in coupling.BAG] + ["max |model − formula|"], rows,
-                 caption="trained MDM (one head), the blank's attention, mean over facts, mean ± sd over 8 seeds")
+def coupling_explorer(d: int = 32, offsets=(1, 2, 3, 4, 6, 8), log10_bases=(0.18, 1.0, 2.0, 3.0, 4.0, 6.0),
+                      samples: int = 2_000):
+    """The static explorer of the RoPE score correlation: one frame per offset and base (head size ``d``)."""
+    from .explore import FrameExplorer, coupling_figure
+
+    def draw(i, j):
+        return coupling_figure(d, offsets[i], log10_bases[j], samples=samples)[0]
+
+    return FrameExplorer("coupling", {"offset Δ": list(offsets), "rotary base": [f"{10 ** b:.3g}" for b in log10_bases]},
+                         draw, alt=f"Two panels: cos(2Δθ) per rotation plane for head size {d}, and the closed-form "
+                                   "correlation against the head size, for the chosen offset and base.",
+                         note=f"Head size d = {d}; Monte-Carlo with {samples:,} samples per frame. Drawn when this page "
+                              "was built; in a live notebook the next cell takes any head size, offset and base.")
 
 
-def monte_carlo(ds=(6, 8, 16, 32, 64, 128), offsets=(1, 2, 4), samples: int = 10_000) -> list:
-    """(d, offset, closed form, Monte-Carlo estimate) for every head size and offset."""
-    return [(d, o, theory.rope_corr(d, o), theory.monte_carlo_corr("rope", d, o, samples=samples, seed=0))
-            for d in ds for o in offsets]
+def training_numbers(hist: dict) -> Table:
+    """The routes and the storage of the ARM and the MDM at initialisation and at the end of
+    training, mean over seeds (lowest seed in brackets where it matters)."""
+    hm, ha = hist["mdm"][1], hist["ar"][1]
 
+    def pair(h, key):
+        return f"{h[key][0].mean():.2f}", f"{h[key][-1].mean():.2f} [{h[key][-1].min():.2f}]"
 
-def monte_carlo_table(rows: list) -> Table:
-    offsets = sorted({o for _, o, _, _ in rows})
-    out = []
-    for d in sorted({d for d, _, _, _ in rows}):
-        cells = {o: (exact, mc) for dd, o, exact, mc in rows if dd == d}
-        out.append([str(d)] + [f"{cells[o][0]:.3f} | {cells[o][1].estimate:.3f} ± {cells[o][1].stderr:.3f}"
-                               for o in offsets])
-    return Table(["head size d"] + [f"Δ = {o}: closed form | Monte-Carlo" for o in offsets], out,
-                 caption="Corr(S_infill, S_b2a) for RoPE, base 10^4; Monte-Carlo with 10 000 pairs (q, k), ± its standard error")
-
-
-def position_parts_table(parts: dict, learned) -> Table:
-    learned = np.asarray(learned, dtype=bool)
-    rows = [[p, mean_sd(v["gap"], 1), mean_sd(v["full"]), mean_sd(v["full"][learned]), mean_sd(v["tokens"][learned])]
-            for p, v in parts.items()]
-    n = int(learned.sum())
-    return Table(["query", "position part: a minus b (logits)", "accuracy, all seeds",
-                  f"accuracy, the {n} seeds that learned infill", "the same, without the position part"],
-                 rows, caption=f"MDM with learned absolute positions, 8 seeds, {n} of which learned infill")
+    rows = [["score correlation, trained route vs b2a", *pair(hm, "corr"), *pair(ha, "corr")],
+            ["weight on the key, trained route", *pair(hm, "weight_infill"), *pair(ha, "weight_a2b")],
+            ["weight on b, b2a route", *pair(hm, "weight_b2a"), *pair(ha, "weight_b2a")],
+            ["evidence u_a W E[b] (b ⇒ a)", *pair(hm, "evidence"), *pair(ha, "evidence")],
+            ["  the same for other pairs' b", *pair(hm, "evidence_baseline"), *pair(ha, "evidence_baseline")],
+            ["evidence u_b W E[a] (a ⇒ b)", *pair(hm, "evidence_a2b"), *pair(ha, "evidence_a2b")]]
+    n = hm["corr"].shape[1]
+    return Table(["quantity", "MDM at init", "MDM trained [lowest seed]", "ARM at init", "ARM trained [lowest seed]"],
+                 rows, caption=f"mean over {n} seeds and over facts; evidence in logits", stack_ranges=True)

@@ -1,165 +1,45 @@
-"""Chapter 3, gradient alignment: its experiments (recipes), figures and tables."""
+"""Chapter 3, gradient alignment: its tables and figures (the experiments are revlib.recipes.ch3)."""
 from __future__ import annotations
 
-import hashlib
-import inspect
-
 import numpy as np
-import torch
 
-from .. import alignment, gradients
-from ..cache import cached_arrays, experiment_key
-from ..data import make_world
-from ..model import build_model
-from . import ch1, plot
+from .. import alignment
+from . import plot
 from .registry import figure, table
-from .seeds import SEEDS
-from .tables import Table, mean_sd
+from .tables import Table, mean_sd, seeds_text
 
-ETAS = np.logspace(-4, 1, 21)
-UNEMBED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 KINDS = ("mdm", "ar")
-
-
-def _cached(kind: str, exp, fn, **options) -> dict:
-    """A measurement cached beside the run; the measuring function's source is part of the key
-    (this module is not fingerprinted by the cache)."""
-    source = hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
-    return cached_arrays(f"ch3-{kind}", experiment_key(exp, SEEDS, measure=source, **options), fn)
-
-
-# ---------------------------------------------------------------------------------------------
-# recipes
-# ---------------------------------------------------------------------------------------------
-
-def traces() -> dict:
-    """Chapter 1's runs trained with the alignment hook (cached): ``{kind: (run, Trace)}``."""
-    return {kind: alignment.alignment_trace(ch1.experiment(kind), SEEDS) for kind in KINDS}
-
-
-def identities(r: dict | None = None) -> dict:
-    """:func:`revlib.alignment.ov_identity` per (kind, "init" | "trained")."""
-    r = r or ch1.runs()
-    return {(kind, when): alignment.ov_identity(model, r[kind].world, r[kind].objective)
-            for kind in KINDS for when, model in (("init", r[kind].initial_model()), ("trained", r[kind].model))}
-
-
-def cross(r: dict | None = None) -> dict:
-    """Per kind: <∇l_source(i), ∇l_b2a(j)> over all parameters at initialisation, (K, N, N)."""
-    r = r or ch1.runs()
-    out = {}
-    for kind in KINDS:
-        def measure(run=r[kind]):
-            init, world, objective = run.initial_model(), run.world, run.objective
-            params = gradients.parameters(init, torch.float32)
-            g_src = gradients.fact_gradients(init, world.probe(alignment.source_of(objective)), objective, params)
-            g_b2a = gradients.fact_gradients(init, world.probe("b2a"), objective, params)
-            return {"all": gradients.cross_dots(g_src, g_b2a)["all"].numpy()}
-        out[kind] = _cached("cross", r[kind].experiment, measure)["all"]
-    return out
-
-
-def controls(r: dict | None = None) -> dict:
-    """Same-fact and averaged cosines of three pairs of losses at initialisation and trained (MDM):
-    ``infill`` vs ``b2a`` (the paper's pair), ``a2b`` vs ``b2a`` (the control: no shared answer,
-    no shared bag) and, for the ARM, ``a2b`` vs ``b2a``: ``{(kind, source, when): alignment dict}``."""
-    r = r or ch1.runs()
-    out = {}
-    for kind, source in (("mdm", "infill"), ("mdm", "a2b"), ("ar", "a2b")):
-        run = r[kind]
-
-        def measure(run=run, source=source):
-            res = {}
-            for when, model in (("init", run.initial_model()), ("trained", run.model)):
-                a = alignment.alignment(model, run.world, run.objective, source, run.experiment.train)
-                res[when] = {k: a[k] for k in ("mean", "fact", "fact_positive")}
-            return res
-
-        values = _cached("controls", run.experiment, measure, source=source)
-        for when, v in values.items():
-            out[kind, source, when] = v
-    return out
-
-
-def unembed_scales() -> dict:
-    """The averaged and the same-fact cosine at initialisation (all parameters) as the scale of
-    the unembedding's initialisation varies: ``{(kind, scale): {"mean": (K,), "fact": (K,)}}``."""
-    out = {}
-    for kind in KINDS:
-        for scale in UNEMBED_SCALES:
-            exp = ch1.experiment(kind, unembed_scale=scale)
-
-            def measure(exp=exp):
-                world = make_world(exp.data)
-                model = build_model(exp, SEEDS, world.vocab_size)
-                a = alignment.alignment(model, world, exp.train.objective, train_config=exp.train)
-                return {"mean": a["mean"]["all"], "fact": a["fact"]["all"], "dot_same": a["dot_same"]["all"],
-                        "dot": a["dot"]["all"]}
-
-            out[kind, scale] = _cached("unembed", exp, measure)
-    return out
-
-
-def first_order_tests(r: dict | None = None, etas=ETAS) -> dict:
-    """:func:`revlib.alignment.first_order` at initialisation, per (kind, step)."""
-    r = r or ch1.runs()
-    out = {}
-    for kind in KINDS:
-        run = r[kind]
-        for step in (alignment.source_of(run.objective), "objective"):
-            def measure(run=run, step=step):
-                fo = alignment.first_order(run.initial_model(), run.world, run.objective, step=step, etas=etas,
-                                           train_config=run.experiment.train)
-                return {"eta": fo.eta, "predicted": fo.predicted, "measured": fo.measured, "dot": fo.dot,
-                        "curvature": fo.curvature}
-
-            v = _cached("first-order", run.experiment, measure, step=step)
-            out[kind, step] = alignment.FirstOrder(step, v["eta"], v["predicted"], v["measured"], v["dot"], v["curvature"])
-    return out
-
-
-def mixture_attention(o: alignment.OVIdentity) -> tuple[np.ndarray, float]:
-    """The product of the two routes' attention on b_i, (K, N), head 0, and its correlation with
-    the mixture factor across facts, averaged over seeds."""
-    both = o.attention["infill"][:, :, 0, 2] * o.attention["b2a"][:, :, 0, 0]  # b sits at 2 in infill, 0 in b2a
-    corr = float(np.mean([np.corrcoef(both[k], o.mixture_factor[k])[0, 1] for k in range(both.shape[0])]))
-    return both, corr
 
 
 # ---------------------------------------------------------------------------------------------
 # tables
 # ---------------------------------------------------------------------------------------------
 
-@table("ch3-controls")
-def controls_table(c: dict | None = None) -> Table:
-    c = c or controls()
+def controls_table(c: dict) -> Table:
     rows = []
     for (kind, source, when), v in c.items():
         rows.append([plot.LABELS[kind], f"{source} vs b2a", when, mean_sd(v["fact"]["all"]), mean_sd(v["fact"]["ov_product"]),
                      mean_sd(v["mean"]["all"]), mean_sd(v["fact_positive"]["all"])])
     return Table(["model", "losses", "weights", "same-fact cosine", "same-fact, OV product", "averaged-gradient cosine",
                   "facts with a positive inner product"], rows,
-                 caption="All parameters unless noted; mean ± sd over 8 seeds")
+                 caption=f"All parameters unless noted; mean ± sd over {len(v['fact']['all'])} seeds")
 
 
-@table("ch3-unembed")
-def unembed_table(u: dict | None = None) -> Table:
-    u = u or unembed_scales()
+def unembed_table(u: dict) -> Table:
     rows = []
-    for scale in UNEMBED_SCALES:
+    for scale in sorted({s for _, s in u}):
         rows.append([f"{scale:g}"] + [mean_sd(u[kind, scale][m]) for kind in KINDS for m in ("mean", "fact")])
     return Table(["unembedding scale", "MDM averaged", "MDM same-fact", "ARM averaged", "ARM same-fact"], rows,
-                 caption="Cosine of ∇l_source and ∇l_b2a over all parameters at initialisation, 8 seeds")
+                 caption="Cosine of ∇l_source and ∇l_b2a over all parameters at initialisation, "
+                         f"{len(next(iter(u.values()))['mean'])} seeds")
 
 
 # ---------------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------------
 
-@figure("align-cross")
-def cross_figure(c: dict | None = None, n_show: int = 32):
+def cross_figure(c: dict, n_show: int = 32):
     """Same-fact against other-fact gradient inner products at initialisation, (a) MDM and (b) ARM."""
-    c = c or cross()
     fig, axes = plot.figure(2, height=3.1)
     for ax, kind, name in zip(axes[0], KINDS, "ab"):
         block = c[kind][0, :n_show, :n_show]
@@ -176,10 +56,8 @@ def cross_figure(c: dict | None = None, n_show: int = 32):
     return fig
 
 
-@figure("align-curves")
-def curves_figure(t: dict | None = None):
+def curves_figure(t: dict):
     """Same-fact (a-c) and averaged-gradient (d-f) cosines per block along training, MDM and ARM."""
-    t = t or traces()
     fig, axes = plot.figure(3, 2, height=2.3, sharex=True, sharey=True)
     names = iter("abcdef")
     titles = {"ov_product": "OV product", "qk": r"QK ($W_Q$, $W_K$)", "all": "all parameters"}
@@ -200,15 +78,14 @@ def curves_figure(t: dict | None = None):
     return fig
 
 
-@figure("align-unembed")
-def unembed_figure(u: dict | None = None):
+def unembed_figure(u: dict):
     """(a) averaged-gradient and (b) same-fact cosine at initialisation against the unembedding's scale."""
-    u = u or unembed_scales()
+    scales = sorted({s for _, s in u})
     fig, axes = plot.figure(2, height=2.8, sharey=True)
     for ax, measure, name in zip(axes[0], ("mean", "fact"), "ab"):
         for kind in KINDS:
-            v = np.stack([u[kind, s][measure] for s in UNEMBED_SCALES])  # (scales, K)
-            plot.band(ax, UNEMBED_SCALES, v, plot.COLORS[kind], "-", plot.LABELS[kind], marker="o" if kind == "mdm" else "s")
+            v = np.stack([u[kind, s][measure] for s in scales])  # (scales, K)
+            plot.band(ax, scales, v, plot.COLORS[kind], "-", plot.LABELS[kind], marker="o" if kind == "mdm" else "s")
         ax.set_xscale("log", base=2)
         ax.axhline(0, color="0.3", lw=0.8)
         ax.set_xlabel("scale of the unembedding at init")
@@ -219,11 +96,9 @@ def unembed_figure(u: dict | None = None):
     return fig
 
 
-@figure("align-first-order")
-def first_order_figure(fo: dict | None = None):
+def first_order_figure(fo: dict):
     """One step at initialisation: (a) measured change of l_b2a over the first-order prediction,
     MDM stepping on l_infill; (b) the relative error of the first-order prediction."""
-    fo = fo or first_order_tests()
     fig, axes = plot.figure(2, height=3.0)
     f = fo["mdm", "infill"]
     plot.band(axes[0, 0], f.eta, f.measured / f.predicted, plot.COLORS["mdm"], "-", "measured", marker="o", markevery=3)
@@ -249,15 +124,13 @@ def first_order_figure(fo: dict | None = None):
     return fig
 
 
-@figure("align-mixture")
-def mixture_figure(ov: dict | None = None):
+def mixture_figure(ov: dict):
     """The OV mixture factor against the product of the two routes' attention on b_i, MDM,
     (a) at initialisation and (b) trained."""
-    ov = ov or identities()
     fig, axes = plot.figure(2, height=2.8)
     for ax, when, name in zip(axes[0], ("init", "trained"), "ab"):
         o = ov["mdm", when]
-        both, corr = mixture_attention(o)
+        both, corr = alignment.mixture_attention(o)
         ax.scatter(both.ravel(), o.mixture_factor.ravel(), s=5, color=plot.COLORS["mdm"], alpha=0.5, linewidths=0)
         ax.set_xlabel(r"$\alpha_\mathrm{infill}(b)\cdot\alpha_\mathrm{b2a}(b)$")
         ax.set_ylabel("mixture factor")
@@ -270,8 +143,9 @@ def identities_table(ov: dict) -> Table:
     rows = [[plot.LABELS[kind], when, f"{o.relative_error.max():.1e}", f"{(o.residual_factor > 0).mean():.2f}",
              f"{(o.mixture_factor > 0).mean():.2f}", f"{(o.autograd > 0).mean():.2f}"]
             for (kind, when), o in ov.items()]
+    n = next(iter(ov.values())).autograd.shape[0]
     return Table(["model", "weights", "largest rel. error", "residual > 0", "mixture > 0", "product > 0"], rows,
-                 caption="The factorised OV inner product against autograd, per fact (shares over facts and 8 seeds)")
+                 caption=f"The factorised OV inner product against autograd, per fact (shares over facts and {n} seeds)")
 
 
 def signs_table(trace) -> Table:
@@ -285,3 +159,75 @@ def signs_table(trace) -> Table:
     return Table(["MDM, per fact", "at init", "lowest (any seed, any step)", "trained"],
                  [[name, f"{v[0].mean():.3f}", f"{v.min():.3f}", f"{v[-1].mean():.3f}"] for name, v in rows],
                  caption="Share of facts with a positive inner product of their infill and b2a gradients (last row: a cosine)")
+
+
+@table("ch3-controls", "ch3")
+def _controls_table(r: dict) -> Table:
+    return controls_table(r["controls"])
+
+
+@table("ch3-unembed", "ch3")
+def _unembed_table(r: dict) -> Table:
+    return unembed_table(r["unembed"])
+
+
+@figure("align-cross", "ch3")
+def _cross_figure(r: dict):
+    return cross_figure(r["cross"])
+
+
+@figure("align-curves", "ch3")
+def _curves_figure(r: dict):
+    return curves_figure(r["traces"])
+
+
+@figure("align-unembed", "ch3")
+def _unembed_figure(r: dict):
+    return unembed_figure(r["unembed"])
+
+
+@figure("align-first-order", "ch3")
+def _first_order_figure(r: dict):
+    return first_order_figure(r["first_order"])
+
+
+@figure("align-mixture", "ch3")
+def _mixture_figure(r: dict):
+    return mixture_figure(r["identities"])
+
+
+# ---------------------------------------------------------------------------------------------
+# captions (the notebooks' figure metadata says the same; tests/test_notebooks.py checks it)
+# ---------------------------------------------------------------------------------------------
+
+from .nb import caption  # noqa: E402
+
+caption("fig-align-cross",
+        "Inner products of one fact's source-loss gradient (rows) with every fact's `b2a` gradient (columns), all "
+        "parameters, at initialisation, the first 32 facts of the first seed. (a) the MDM (`infill`), whose "
+        "diagonal stands out; (b) the ARM (`a2b`), with none. Colour scales differ between panels.",
+        "Two heat maps: the MDM's has a bright diagonal (each fact with itself), the ARM's has no diagonal.")
+caption("fig-align-unembed",
+        "Cosine of the source-loss and `b2a` gradients over all parameters at initialisation, against the scale "
+        "of the unembedding's initialisation (the book uses 1), one band over seeds: (a) averaged gradients, "
+        "(b) same fact.",
+        "Two panels: the averaged cosine of the ARM changes sign with the scale; the same-fact cosines stay near "
+        "zero for the ARM and high for the MDM at every scale.")
+caption("fig-align-curves",
+        "Cosine of the source-loss gradient (MDM: `infill`; ARM: `a2b`) and the `b2a` gradient along training, "
+        "for the OV product, the attention scores (QK) and all parameters. (a-c) mean over facts of the cosine of "
+        "one fact's two gradients; (d-f) cosine of the averaged gradients. Lines: mean over seeds; bands: range.",
+        "Six panels of curves: the MDM's same-fact cosines stay high except for the QK block; the ARM's stay at "
+        "zero; the averaged cosines of both models fall after the first steps.")
+caption("fig-align-first-order",
+        "One plain gradient step at initialisation. (a) measured change of $\\ell_\\text{b2a}$ after a step on "
+        "$\\ell_\\text{infill}$ (MDM), over the first-order prediction (dashed line at 1); dotted: the second-order "
+        "prediction over the same. (b) relative error of the first-order prediction for the MDM (green) and the "
+        "ARM (orange), stepping on the source loss (solid) or the full training objective (dotted).",
+        "Left: the ratio of measured to predicted change stays at 1 for small steps and falls for large ones. "
+        "Right: the relative error grows in proportion to the step size for every model and step.")
+caption("fig-align-mixture",
+        "The mixture factor of the OV inner product against the product of the attention that `infill` and "
+        "`b2a` put on $b_i$, one dot per fact and seed (MDM), (a) at initialisation and (b) trained. Correlations "
+        "are means over seeds, computed across facts.",
+        "Two scatter plots: trained, facts whose two routes both attend to b have the largest mixture factor.")

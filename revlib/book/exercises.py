@@ -108,14 +108,15 @@ def arm_reversal_with_examples(answer) -> Feedback:
     """Exercise 1.2: the ARM's b2a accuracy on never-reversed pairs when half of the pairs are also
     trained reversed ("b rev a"). Trains (cached) to check."""
     from ..cache import cached_train
-    from . import ch1
+    from ..recipes import book_world_seed, ch1
 
     if answer is None:
         return Feedback(None, "Set `answer` to the b2a accuracy you expect (0 to 1), then run the cell.")
     got = parse(answer)
     if got is None or not 0 <= got[0] <= 1:
         return Feedback(False, f"An accuracy lies in [0, 1]; got {answer!r}.")
-    run = cached_train(ch1.experiment("ar", reversed_fraction=0.5, relations="inverse"))
+    run = cached_train(ch1.base(book_world_seed(), objective="ar", attention="causal", reversed_fraction=0.5,
+                                relations="inverse"))
     measured = float(run.final["b2a"]["acc"][0])
     if abs(got[0] - measured) <= 0.1:
         return Feedback(True, f"Measured: {measured:.2f}. The reversed pairs are separate facts to the ARM; "
@@ -313,3 +314,225 @@ def span_both_masked(answer, t: float = 0.5) -> Feedback:
     if matches(answer, t * t):
         return Feedback(False, "That is token masking, where each token is masked on its own; a span is one unit.")
     return Feedback(False, "A span is masked or kept as one unit, with the sentence's rate t.")
+
+
+# ---------------------------------------------------------------------------------------------
+# coding exercises: the reader writes a function, the checker tests it on random inputs against
+# revlib and names the usual mistake (ARENA style). The solutions live in solutions/, apart from
+# the chapters, so that a teacher can withhold them.
+# ---------------------------------------------------------------------------------------------
+
+def _call(fn, name: str, *args):
+    """(value, None) or (None, Feedback) when the reader's function is unwritten or raises."""
+    if not callable(fn):
+        return None, Feedback(None, f"Define `{name}` in the cell above, then run this cell.")
+    try:
+        return fn(*args), None
+    except NotImplementedError:
+        return None, Feedback(None, f"Write the body of `{name}` (it still raises NotImplementedError), then run this cell.")
+    except Exception as err:  # the reader's code: report it in one line, never a traceback
+        return None, Feedback(False, f"`{name}` raised {type(err).__name__}: {err}")
+
+
+def _close(a, b, tol: float = 1e-5) -> bool:
+    import torch
+
+    a = torch.as_tensor(a, dtype=torch.float64)
+    b = torch.as_tensor(b, dtype=torch.float64)
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=tol, atol=tol))
+
+
+def _cases(seed: int, n: int = 5):
+    import torch
+
+    return torch.Generator().manual_seed(seed), range(n)
+
+
+def check_mdm_loss(fn) -> Feedback:
+    """Exercise 1.1: ``fn(logits (B, T, V), tokens (B, T), mask (B, T) bool, t (B,)) -> scalar``,
+    the MDM objective: cross entropy of the masked tokens, each weighted 1/t, summed and divided by
+    all B·T slots (revlib.minimal.mdm_loss computes the same from a model)."""
+    import torch
+    import torch.nn.functional as F
+
+    gen, cases = _cases(11)
+    for _ in cases:
+        B, T, V = (int(x) for x in torch.randint(2, 6, (3,), generator=gen))
+        logits = torch.randn(B, T, V, generator=gen, dtype=torch.float64)
+        tokens = torch.randint(V, (B, T), generator=gen)
+        t = 0.05 + 0.95 * torch.rand(B, generator=gen, dtype=torch.float64)
+        mask = torch.rand(B, T, generator=gen) < t[:, None]
+        mask[0, 0] = True
+        ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # (B, T)
+        expected = (ce * mask / t[:, None]).sum() / (B * T)
+        got, problem = _call(fn, "mdm_loss", logits.clone(), tokens.clone(), mask.clone(), t.clone())
+        if problem:
+            return problem
+        if _close(got, expected):
+            continue
+        if _close(got, (ce * mask / t[:, None]).sum() / mask.sum()):
+            return Feedback(False, "You divided by the number of masked slots. The objective divides by all B·T "
+                                   "slots: with the 1/t weight that makes it an upper bound on the likelihood.")
+        if _close(got, (ce * mask).sum() / (B * T)):
+            return Feedback(False, "Each masked token is weighted 1/t, its sentence's masking rate; you left it out.")
+        if _close(got, (ce / t[:, None]).sum() / (B * T)) or _close(got, ce.mean()):
+            return Feedback(False, "Only the masked slots are scored; the unmasked ones are given, not predicted.")
+        if _close(got, (ce * mask * t[:, None]).sum() / (B * T)):
+            return Feedback(False, "The weight is 1/t, not t: rarely masked sentences count for more.")
+        return Feedback(False, f"On a random batch ({B} sentences, {T} positions, V = {V}) the objective is "
+                               f"{float(expected):.4f}; your function gave {float(torch.as_tensor(got)):.4f}.")
+    return Feedback(True, "It matches the objective on five random batches. This function is the whole "
+                          "difference between training an MDM and an ARM.")
+
+
+def check_rope_corr(fn) -> Feedback:
+    """Exercise 2.1: ``fn(d, offset, base) -> float``, Corr(S_infill, S_b2a) for isotropic q, k:
+    (2/d) Σ_m cos(2 Δ θ_m), θ_m = base^(-2m/d), m = 0 .. d/2 - 1 (revlib.theory.rope_corr)."""
+    import numpy as np
+
+    from ..theory import rope_corr
+
+    rng = np.random.default_rng(3)
+    for _ in range(6):
+        d, offset, base = int(rng.choice([2, 6, 8, 16, 32, 64])), int(rng.integers(1, 9)), float(10 ** rng.uniform(0.2, 5))
+        expected = rope_corr(d, offset, base)
+        got, problem = _call(fn, "rope_corr", d, offset, base)
+        if problem:
+            return problem
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return Feedback(False, f"`rope_corr` should return a number, got {type(got).__name__}.")
+        if math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9):
+            continue
+        thetas = base ** (-2 * np.arange(d // 2) / d)
+        if math.isclose(got, 2 / d * np.cos(offset * thetas).sum(), abs_tol=1e-9):
+            return Feedback(False, "The two scores are rotated by +Δ and −Δ: they differ by 2Δ, so the angle is 2Δθ_m.")
+        if math.isclose(got, 2 / d * np.cos(2 * offset * base ** (-np.arange(d // 2) / d)).sum(), abs_tol=1e-9):
+            return Feedback(False, "θ_m = base^(−2m/d): the exponent has a 2, because plane m holds coordinates 2m, 2m+1.")
+        if math.isclose(got, np.cos(2 * offset * thetas).sum(), abs_tol=1e-9):
+            return Feedback(False, "Normalise: the variance of a score is tr(I) = d, so the sum over d/2 planes "
+                                   "(each contributing 2 cos) is divided by d.")
+        return Feedback(False, f"For d = {d}, Δ = {offset}, base {base:.4g} the correlation is {expected:.4f}; "
+                               f"your function gave {got:.4f}.")
+    return Feedback(True, "It matches revlib.theory.rope_corr at six random head sizes, offsets and bases.")
+
+
+def check_ov_inner_product(fn) -> Feedback:
+    """Exercise 3.1: ``fn(U (V, d), p1 (V,), p2 (V,), answer, c1 (d,), c2 (d,)) -> float``, the
+    Frobenius inner product of the OV gradients g1 c1ᵀ and g2 c2ᵀ with g = Uᵀ(p - e_answer):
+    (p1 - e)ᵀ U Uᵀ (p2 - e) · c1ᵀ c2, checked against autograd."""
+    import torch
+
+    gen, cases = _cases(5)
+    for _ in cases:
+        V, d = int(torch.randint(3, 9, (1,), generator=gen)), int(torch.randint(2, 6, (1,), generator=gen))
+        U = torch.randn(V, d, generator=gen, dtype=torch.float64)
+        E = torch.randn(2, d, generator=gen, dtype=torch.float64)
+        answer = int(torch.randint(V, (1,), generator=gen))
+        c1, c2 = E[0], E[1]
+        # autograd: l_i(W) = -log softmax(U (W c_i))[answer], gradient at W = W0 (random)
+        W0 = torch.randn(d, d, generator=gen, dtype=torch.float64)
+        grads, ps = [], []
+        for c in (c1, c2):
+            W = W0.clone().requires_grad_(True)
+            logits = U @ (W @ c)
+            loss = -torch.log_softmax(logits, 0)[answer]
+            grads.append(torch.autograd.grad(loss, W)[0])
+            ps.append(torch.softmax(logits.detach(), 0))
+        expected = float((grads[0] * grads[1]).sum())
+        got, problem = _call(fn, "ov_inner_product", U.clone(), ps[0].clone(), ps[1].clone(), answer, c1.clone(), c2.clone())
+        if problem:
+            return problem
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            return Feedback(False, f"`ov_inner_product` should return a number, got {type(got).__name__}.")
+        if math.isclose(got, expected, rel_tol=1e-6, abs_tol=1e-9):
+            continue
+        e = torch.zeros(V, dtype=torch.float64)
+        e[answer] = 1
+        if math.isclose(got, float(ps[0] @ U @ U.T @ ps[1] * (c1 @ c2)), rel_tol=1e-6):
+            return Feedback(False, "∂ℓ/∂z = p − e_answer: subtract the one-hot answer from each softmax.")
+        if math.isclose(got, float((ps[0] - e) @ (ps[1] - e) * (c1 @ c2)), rel_tol=1e-6):
+            return Feedback(False, "The residual gradient is g = Uᵀ(p − e), so the residual factor is "
+                                   "(p₁ − e)ᵀ U Uᵀ (p₂ − e), not (p₁ − e)·(p₂ − e) (that is the case U Uᵀ = I).")
+        if math.isclose(got, float((ps[0] - e) @ U @ U.T @ (ps[1] - e)), rel_tol=1e-6):
+            return Feedback(False, "You have the residual factor; multiply by the mixture factor c₁ᵀc₂.")
+        return Feedback(False, f"Autograd gives {expected:.5f} on a random case (V = {V}, d = {d}); your function "
+                               f"gave {got:.5f}.")
+    return Feedback(True, "It equals autograd's inner product on five random cases: the OV gradients of two "
+                          "losses on one answer factorise exactly.")
+
+
+def check_project_out(fn) -> Feedback:
+    """Exercise 4.1: ``fn(update (n,), grad (n,)) -> (n,)``, the update with its component along
+    ``grad`` removed, as the intervention of chapter 4 does to each value-side update
+    (revlib.training.ProjectOut): update - (update·grad / grad·grad) grad; a zero grad removes nothing."""
+    import torch
+
+    gen, cases = _cases(7)
+    for i in cases:
+        n = int(torch.randint(2, 12, (1,), generator=gen))
+        update = torch.randn(n, generator=gen, dtype=torch.float64)
+        grad = torch.zeros(n, dtype=torch.float64) if i == 4 else torch.randn(n, generator=gen, dtype=torch.float64) * 3
+        norm = grad @ grad
+        expected = update - (update @ grad / norm) * grad if norm > 0 else update.clone()
+        got, problem = _call(fn, "project_out", update.clone(), grad.clone())
+        if problem:
+            return problem
+        if _close(got, expected, 1e-8):
+            continue
+        got_t = torch.as_tensor(got, dtype=torch.float64)
+        if norm == 0:
+            return Feedback(False, "When the gradient is zero there is nothing to remove: return the update unchanged "
+                                   "(and never divide by zero).")
+        if _close(got_t, (update @ grad / norm) * grad, 1e-8):
+            return Feedback(False, "That is the component *along* the gradient; the intervention keeps the rest: "
+                                   "update minus that component.")
+        if _close(got_t, update - (update @ grad / grad.norm()) * grad, 1e-8):
+            return Feedback(False, "Divide by |g|², not |g|: the component along g is (u·g / g·g) g.")
+        return Feedback(False, "The result should satisfy result·grad = 0 and differ from the update only along grad.")
+    return Feedback(True, "Orthogonal to the gradient and otherwise unchanged, on seven random cases (one with a "
+                          "zero gradient): to first order this update can no longer move l_b2a.")
+
+
+def check_b2a_query(fn) -> Feedback:
+    """Exercise 5.1: ``fn(tokenize, fact (revlib.lm_probe.TextFact), mask_id) -> (ids, positions,
+    answer_ids)``, the b2a query "object converse [M]..[M]" for any masked LM, as
+    revlib.lm_probe.queries builds it."""
+    from ..lm_probe import MaskedLM, TextFact, queries
+
+    vocab = {w: i + 1 for i, w in enumerate("ada bo cy di eve fay lee mo nu is the parent child of son daughter".split())}
+
+    def tokenize(text):
+        return [vocab[w] for w in text.split()]
+
+    lm = MaskedLM(lambda ids: None, tokenize, 0)
+    facts = [TextFact("ada", "is the parent of", "bo", "is the child of"),
+             TextFact("cy di", "is the parent of", "eve fay lee", "is the child of"),
+             TextFact("mo nu", "is", "ada"),  # no converse given: the relation itself
+             TextFact("bo", "is the daughter of", "cy di", "is the parent of")]
+    for fact in facts:
+        expected = queries(lm, fact)["b2a"]
+        got, problem = _call(fn, "b2a_query", tokenize, fact, 0)
+        if problem:
+            return problem
+        try:
+            ids, positions, answer = (list(map(int, x)) for x in got)
+        except (TypeError, ValueError):
+            return Feedback(False, "Return three lists: the query's token ids, the answer positions and the answer ids.")
+        if (ids, positions, answer) == tuple(list(x) for x in expected):
+            continue
+        conv = tokenize(fact.converse or fact.relation)
+        if ids[: len(tokenize(fact.object))] != tokenize(fact.object):
+            return Feedback(False, "b2a starts with the object (b): it asks 'b r′ [M]' for the subject.")
+        if fact.converse and ids[len(tokenize(fact.object)):][: len(tokenize(fact.relation))] == tokenize(fact.relation) \
+                and tokenize(fact.relation) != conv:
+            return Feedback(False, "Use the converse relation (\"is the child of\"), not the fact's own: with the "
+                                   "relation itself you built the false converse, chapter 4's swap probe.")
+        if len(positions) != len(tokenize(fact.subject)):
+            return Feedback(False, "Put one [M] per token of the answer: a multi-token subject needs several blanks.")
+        return Feedback(False, f"For {fact} the query is {expected}; your function gave {(ids, positions, answer)}.")
+    return Feedback(True, "It builds the same b2a queries as revlib.lm_probe for one- and multi-token names, with "
+                          "and without a converse relation.")

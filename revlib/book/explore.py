@@ -1,12 +1,22 @@
-"""Widgets for the chapters: each retrains small models through the cache and redraws.
+"""Explorers for the chapters, two kinds.
 
-Dragging needs a live kernel (Binder, Colab or ``make lab``); on the static book page the first
-output is drawn at build time. Every redraw closes the figure it replaces, so a long-lived
-kernel does not accumulate figures.
+* :class:`FrameExplorer` moves on the static page, with no kernel and no network: it holds one
+  pre-rendered frame (a PNG at twice the page resolution) per point of a grid of settings,
+  computed when the book builds from cached runs, and a few lines of JavaScript show the frame
+  the sliders select. It works the same in a live notebook.
+* :class:`Explorer` (ipywidgets) retrains at *any* setting in a live kernel (Binder, Colab or
+  ``make lab``). Every redraw closes the figure it replaces, so a long-lived kernel does not
+  accumulate figures.
 """
 from __future__ import annotations
 
+import base64
+import html
+import io
+import itertools
+import json
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,7 +30,77 @@ from . import plot
 
 # Chapter 1's explorer: its slowest retrain (ARM + MDM at the largest settings) is what
 # python -m revlib bench reports as explorer_retrain_s.
-MAX_PAIRS, MAX_D_MODEL, MAX_STEPS = 128, 64, 300
+from ..bench import EXPLORER_MAX_D_MODEL as MAX_D_MODEL, EXPLORER_MAX_PAIRS as MAX_PAIRS, EXPLORER_MAX_STEPS as MAX_STEPS  # noqa: E402
+
+
+FRAME_DPI = 2 * 110  # twice the page's resolution: sharp on high-density screens
+
+
+def png_bytes(fig, colors: int = 48) -> bytes:
+    """A figure as a PNG at :data:`FRAME_DPI`, reduced to a palette of ``colors`` colours (line art
+    loses nothing visible and the file shrinks about three times)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FRAME_DPI, metadata={"Software": None})
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(colors=colors, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    image.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+class FrameExplorer:
+    """Pre-rendered frames over a grid of settings, switched by sliders on the page.
+
+    ``axes`` maps a slider's label to its values' labels, in order; ``draw(*indices)`` returns the
+    figure for one point of the grid (one index per axis). Every frame is drawn once, here.
+    """
+
+    def __init__(self, name: str, axes: dict[str, list[str]], draw, alt: str, note: str = ""):
+        if not re.fullmatch(r"[a-z0-9-]+", name):
+            raise ValueError(f"an explorer's name is lower case letters, digits and dashes, got {name!r}")
+        self.name, self.axes, self.alt, self.note = name, {k: [str(v) for v in vs] for k, vs in axes.items()}, alt, note
+        self.frames = {}
+        for index in itertools.product(*(range(len(v)) for v in self.axes.values())):
+            fig = draw(*index)
+            self.frames[",".join(map(str, index))] = base64.b64encode(png_bytes(fig)).decode()
+            plt.close(fig)
+
+    def __repr__(self) -> str:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in self.axes.items())
+        return f"FrameExplorer({self.name!r}: {sizes} frames; drag the sliders in a browser)"
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(f) for f in self.frames.values())
+
+    def _repr_html_(self) -> str:
+        uid = f"explorer-{self.name}"
+        controls = []
+        for a, (label, values) in enumerate(self.axes.items()):
+            controls.append(
+                f'<label class="revlib-slider"><span>{html.escape(label)}</span>'
+                f'<input type="range" min="0" max="{len(values) - 1}" step="1" value="0" data-axis="{a}" '
+                f'aria-label="{html.escape(label)}"><output>{html.escape(values[0])}</output></label>')
+        first = ",".join("0" for _ in self.axes)
+        frames = "".join(
+            f'<img data-frame="{key}" src="data:image/png;base64,{data}" alt="{html.escape(self.alt)}"'
+            f'{"" if key == first else " hidden"}>' for key, data in self.frames.items())
+        labels = json.dumps(list(self.axes.values()))
+        script = (
+            "(function () {"
+            f"var root = document.getElementById('{uid}'); var labels = {labels};"
+            "var inputs = root.querySelectorAll('input[data-axis]');"
+            "function show() {"
+            "  var key = Array.prototype.map.call(inputs, function (i) { return i.value; }).join(',');"
+            "  root.querySelectorAll('img[data-frame]').forEach(function (img) { img.hidden = img.getAttribute('data-frame') !== key; });"
+            "  inputs.forEach(function (i, a) { i.nextElementSibling.textContent = labels[a][+i.value]; });"
+            "}"
+            "inputs.forEach(function (i) { i.addEventListener('input', show); });"
+            "show(); })();")
+        note = f'<p class="revlib-explorer-note">{html.escape(self.note)}</p>' if self.note else ""
+        return (f'<div class="revlib-explorer" id="{uid}"><div class="revlib-explorer-controls">{"".join(controls)}</div>'
+                f'<div class="revlib-explorer-frames">{frames}</div>{note}<script>{script}</script></div>')
 
 
 def usable_cores() -> int:

@@ -1,8 +1,8 @@
 """Every figure and table of the book, for ``python -m revlib figures --out DIR`` and ``tables``.
 
 Importing this module imports the chapter modules, which register their figures and tables
-(revlib.book.registry). Called with no arguments, a figure function computes or loads its data
-through the cache exactly as its chapter does, so the command line draws the book's figures.
+(revlib.book.registry). Each is drawn from its chapter's results with the book's settings
+(revlib.recipes), through the cache, so the command line draws the book's figures.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 from ..cache import cache_dir
 from . import ch1, ch2, ch3, ch4, ch5, perf  # noqa: F401  (the chapter modules register their figures and tables)
 from . import plot
-from .registry import REGISTRY, TABLES
+from .registry import REGISTRY, TABLES, build, chapter_of, draw
 
 __all__ = ["REGISTRY", "TABLES", "save_all"]
 
@@ -25,8 +25,8 @@ TIMINGS = "timings.json"  # written beside the figures: wall seconds per chapter
 
 
 def _chapter(name: str) -> str:
-    """The short name of the module that registered a figure or table: "ch1", ..., "perf"."""
-    return (REGISTRY.get(name) or TABLES[name]).__module__.rsplit(".", 1)[-1]
+    """The chapter a figure or table belongs to: "ch1", ..., "perf"."""
+    return chapter_of(name)
 
 
 def _draw(out: Path, names: list[str]) -> tuple[list[Path], dict[str, float]]:
@@ -39,10 +39,10 @@ def _draw(out: Path, names: list[str]) -> tuple[list[Path], dict[str, float]]:
         start = time.perf_counter()
         if name in TABLES:  # a table: its rows and numbers as JSON
             path = out / f"{name}.json"
-            path.write_text(json.dumps(TABLES[name]().to_json(), indent=1, ensure_ascii=False, allow_nan=False))
+            path.write_text(json.dumps(build(name).to_json(), indent=1, ensure_ascii=False, allow_nan=False))
             written.append(path)
         else:
-            fig = REGISTRY[name]()
+            fig = draw(name)
             for ext in ("png", "svg"):
                 path = out / f"{name}.{ext}"
                 fig.savefig(path, metadata={"Date": None} if ext == "svg" else None)

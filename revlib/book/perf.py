@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..bench import cached_benchmark
 from . import plot
-from .explore import MAX_STEPS
+from ..bench import EXPLORER_MAX_STEPS as MAX_STEPS
 from .registry import figure, table
 from .tables import Table
 
@@ -32,9 +32,12 @@ def cold_book(folder: Path = FIGURES) -> dict | None:
     return t if t.get("cache_entries_before") == 0 and t.get("chapter_seconds") else None
 
 
-@table("perf")
-def perf_table(b: dict | None = None) -> Table:
-    b = b or benchmark()
+def results() -> dict:
+    """What the Performance page shows: this machine's benchmark and the cold book's timings."""
+    return {"bench": benchmark(), "cold": cold_book()}
+
+
+def perf_table(b: dict) -> Table:
     rows = [
         ["one step, default MDM, 1 seed", f"{b['step_ms']:.2f} ms", f"floor {b['floor_ms']:.2f} ms: "
          f"{b['step_over_floor']:.2f}x (target ≤ {TARGETS['step_over_floor']})"],
@@ -69,11 +72,9 @@ def perf_table(b: dict | None = None) -> Table:
     return Table(["measurement", "value", "note"], rows, caption=b["machine"] + "; thread CPU time, medians", data=b)
 
 
-@figure("perf-step")
-def perf_figure(b: dict | None = None):
+def perf_figure(b: dict):
     """Per configuration: the step, its floor (dense products and vocabulary softmax) and the fused
     attention kernel, in milliseconds per seed."""
-    b = b or benchmark()
     k = b["ensemble_k"]
     groups = [("1 seed", b["step_ms"], b["floor_ms"], b["attention_ms"]),
               (f"{k} seeds, per seed", b["ensemble_step_ms"] / k, b["ensemble_floor_ms"] / k, b["ensemble_attention_ms"] / k),
@@ -137,3 +138,39 @@ def book_story(t: dict | None) -> str:
             f"the book's volume, not its step: the sweeps train eight seeds of every setting, one chapter runs "
             f"in one process, and the slowest ({slowest}) alone takes "
             f"{t['chapter_seconds'][slowest] / 60:.1f} minutes")
+
+
+@table("perf", "perf")
+def _perf_table(r: dict) -> Table:
+    return perf_table(r["bench"])
+
+
+@figure("perf-step", "perf")
+def _perf_figure(r: dict):
+    return perf_figure(r["bench"])
+
+
+from .nb import caption  # noqa: E402
+
+caption("fig-performance",
+        "Milliseconds per seed for one training step (green), its floor (dense products and vocabulary softmax, "
+        "dark grey) and the fused attention kernel (light grey), for one seed, eight seeds together and the "
+        "two-layer llada_like block.",
+        "Horizontal bars comparing each step's time with its floor for three configurations.")
+
+
+def cold_table(folder: Path = FIGURES) -> Table:
+    """Each chapter's wall time when every model of the book was last trained here from an empty
+    results cache (``python -m revlib figures``), or a row saying it was not measured yet."""
+    t = cold_book(folder)
+    if t is None:
+        return Table(["chapter", "cold time"], [["not measured on this machine yet",
+                                                  "run python -m revlib figures --out _build/figures from an empty cache"]],
+                     caption="no cold timing found in _build/figures/timings.json")
+    names = {"ch1": "1. The reversal curse", "ch2": "2. Weight-sharing coupling", "ch3": "3. Gradient alignment",
+             "ch4": "4. Objective or architecture?", "ch5": "5. Beyond one layer", "perf": "Performance (benchmark)"}
+    rows = [[names.get(ch, ch), f"{sec:.0f} s ({sec / 60:.1f} min)"] for ch, sec in sorted(t["chapter_seconds"].items())]
+    rows.append([f"every figure, {t['jobs']} processes in parallel", f"{t['wall_seconds'] / 60:.1f} min"])
+    return Table(["chapter", "cold time (training included)"], rows,
+                 caption=f"one torch thread per process, {t.get('cores', '?')} cores; "
+                         "the notebooks then execute from the filled cache")

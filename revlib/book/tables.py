@@ -27,6 +27,8 @@ class Table:
         lines = ([self.caption] if self.caption else []) + [fmt(self.header)] + [fmt(r) for r in self.rows]
         return "\n".join(lines)
 
+    __repr__ = __str__  # a terminal, Colab's text view and nbval see the rows, not an address
+
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
         body = "".join("<tr>" + "".join(self._td(j, c) for j, c in enumerate(row)) + "</tr>" for row in self.rows)
@@ -106,3 +108,28 @@ def show_numbers(values: dict, digits: int = 3) -> Table:
         v = np.asarray(value).item() if isinstance(value, (np.generic, np.ndarray)) else value
         rows.append([name, f"{v:.{digits}g}" if isinstance(v, float) else str(v)])
     return Table(["quantity", "value"], rows)
+
+
+def setting_text(exp) -> str:
+    """An experiment's settings as a caption says them: "128 facts, 1 layer, 1 head, d_model 32, rope, 300 steps"."""
+    m, d, t = exp.model, exp.data, exp.train
+    parts = [f"{d.n_pairs} facts" + (f" of {d.entity_tokens}-token names" if d.entity_tokens > 1 else ""),
+             f"{m.n_layers} layer{'s' * (m.n_layers > 1)}", f"{m.n_heads} head{'s' * (m.n_heads > 1)}",
+             f"d_model {m.d_model}", f"{m.positional} positions"]
+    if m.mlp != "none":
+        parts.append(f"{m.mlp} MLP, {m.norm}")
+    parts.append(f"{t.steps} steps")
+    return ", ".join(parts)
+
+
+def seeds_text(seeds) -> str:
+    """"8 seeds (0..7)" or "2 seeds (3, 9)"."""
+    seeds = list(seeds)
+    contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    listed = f"{seeds[0]}..{seeds[-1]}" if contiguous and len(seeds) > 2 else ", ".join(map(str, seeds))
+    return f"{len(seeds)} seed{'s' * (len(seeds) > 1)} ({listed})"
+
+
+def cell_text(values, digits: int = 2, ranges: bool = True) -> str:
+    """Per-seed values as 'mean ± sd [min, max]' (or without the range)."""
+    return spread(values, digits) if ranges else mean_sd(values, digits)

@@ -99,3 +99,6 @@ def check(name: str, results: dict, seeds=None, world_seed=None, raise_on_failur
     p = params(name, seeds, world_seed, **knobs)
     return claims.check(name, p, chapter(name).claims(results, **p), strict=is_book(name, p),
                         raise_on_failure=raise_on_failure)
+
+
+from . import ch1, ch2, ch3, ch4, ch5, paper  # noqa: E402  (the chapter modules, after the helpers they use)

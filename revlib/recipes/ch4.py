@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import coupling
-from ..claims import Claim
+from ..claims import Claim, claim_factory
 from ..config import ConfigError, preset
 from ..sweep import Sweep, sweep
 from . import ch1
@@ -87,6 +87,7 @@ def compute(seeds, world_seed: int, n_pairs: int = 128, objectives=OBJECTIVES, a
 
 
 def claims(r: dict, **params) -> list[Claim]:
+    C = claim_factory("ch4")
     g, g2, o, iv = r["grid"], r["grid_k2"], r["order"], r["interventions"]
     names = list(iv.axes["variant"])
 
@@ -112,60 +113,34 @@ def claims(r: dict, **params) -> list[Claim]:
     mdm_models = [v for v in o.axes["variant"] if v != "ARM"]
 
     return [
-        Claim("grid-zeros", "only the cells the mechanism allows answer b2a", "highest b2a accuracy in any other cell",
-              lambda: max(c.quantity("b2a").max() for c in others(g)), "<", 0.05),
-        Claim("grid-mdm", "mdm + bidirectional answers b2a in every seed", "lowest b2a accuracy",
-              lambda: g.min("b2a", objective="mdm", attention="bidirectional"), ">", 0.9),
-        Claim("grid-prefix", "prefix + bidirectional too", "lowest b2a accuracy",
-              lambda: g.min("b2a", objective="prefix", attention="bidirectional"), ">", 0.9),
-        Claim("grid-suffix-learns", "suffix + bidirectional learns its own task", "lowest a2b accuracy",
-              lambda: g.min("a2b", objective="suffix", attention="bidirectional"), ">", 0.9),
-        Claim("grid-prefix-causal", "prefix + causal learns nothing, in every seed", "seeds that failed",
-              lambda: g.failed(objective="prefix", attention="causal") / len(g.seeds), ">=", 1.0),
-        Claim("grid-mdm-causal-infill", "mdm + causal cannot learn infill", "highest infill accuracy",
-              lambda: g.max("infill", objective="mdm", attention="causal"), "<", 0.1),
-        Claim("route-arm", "the ARM's b2a reading position attends to b", "mean weight on b",
-              lambda: ing("ar", "causal", "weight_b2a").mean(), ">", 0.8),
-        Claim("route-suffix", "and suffix's, in every seed", "lowest weight on b",
-              lambda: ing("suffix", "bidirectional", "weight_b2a").min(), ">", 0.9),
-        Claim("no-storage", "the failing cells store no b ⇒ a evidence", "highest evidence outside the two cells (logits)",
-              lambda: max(c.measured["evidence"].max() for c in others(g)), "<", 2.0),
-        Claim("storage-mdm", "mdm + bidirectional stores ten times more", "evidence / max(10 x the others' highest, 10)",
-              lambda: ing("mdm", "bidirectional", "evidence").mean()
-              / (10 * max(max(c.measured["evidence"].max() for c in others(g)), 1)), ">", 1.0),
-        Claim("suffix-one-model", "suffix's two rows are one model, by construction",
-              "largest evidence gap over the mdm cell's evidence",
-              lambda: np.abs(ing("suffix", "causal", "evidence") - ing("suffix", "bidirectional", "evidence")).max()
-              / ing("mdm", "bidirectional", "evidence").mean(), "<", 1e-3),
-        Claim("k2-zeros", "with two-token names the other cells still score zero", "highest b2a accuracy elsewhere",
-              lambda: max(c.quantity("b2a").max() for c in others(g2)), "<", 0.05),
-        Claim("k2-infill", "mdm + bidirectional learns two-token infill", "lowest infill accuracy",
-              lambda: g2.min("infill", objective="mdm", attention="bidirectional"), ">", 0.9),
-        Claim("k2-partial", "but reverses them only partly", "mean b2a accuracy",
-              lambda: g2.mean("b2a", objective="mdm", attention="bidirectional"), "<", 0.6),
-        Claim("order-blind", "no MDM variant prefers the true converse by much", "largest mean b2a − swap",
-              lambda: max(o.mean("b2a", variant=v) - o.mean("swap", variant=v) for v in mdm_models), "<", 0.15),
-        Claim("order-swap", "every MDM variant answers the false converse", "lowest mean swap accuracy",
-              lambda: min(o.mean("swap", variant=v) for v in mdm_models), ">", 0.7),
-        Claim("order-arm", "the ARM answers neither converse", "highest ARM b2a or swap accuracy",
-              lambda: max(o.max("b2a", variant="ARM"), o.max("swap", variant="ARM")), "<", 0.05),
-        *[Claim(f"order-symmetry-{v}", f"{v}: swap equals infill by the reversal symmetry", "|mean swap − mean infill|",
-                lambda v=v: abs(o.mean("swap", variant=v) - o.mean("infill", variant=v)), "<", 1e-6)
-          for v in ("MDM, ALiBi", "MDM, no positions") if v in o.axes["variant"]],
-        Claim("frozen-routes", "with routes frozen at initialisation b2a still works", "mean b2a accuracy",
-              lambda: iv.mean("b2a", variant=frozen()), ">", 0.8),
-        Claim("untied-collapses", "with one W_V per position b2a collapses", "mean b2a accuracy",
-              lambda: iv.mean("b2a", variant=untie()), "<", 0.05),
-        Claim("untied-below-chance", "to a loss above chance", "mean b2a loss over log V",
-              lambda: iv.mean("b2a", "nll", variant=untie()) / np.log(iv.run(variant=untie()).world.vocab_size), ">", 1.0),
-        Claim("projection-not-needed", "removing the aligned value-side update does not stop b2a", "mean b2a accuracy",
-              lambda: iv.mean("b2a", variant=proj()), ">", 0.9),
-        Claim("projection-all-infill", "removing all alignment also stops most of infill", "mean infill accuracy",
-              lambda: iv.mean("infill", variant=proj_all()), "<", 0.9),
-        Claim("projection-all-b2a", "and holds b2a back more than infill", "mean infill − mean b2a",
-              lambda: iv.mean("infill", variant=proj_all()) - iv.mean("b2a", variant=proj_all()), ">", 0.0),
-        Claim("base-reverses", "anti-correlated routes still reverse with the full objective", "mean b2a accuracy",
-              lambda: iv.mean("b2a", variant=base15()), ">", 0.85),
-        Claim("base-prefix-worse", "but far less trained on infill alone", "mean b2a, full objective minus prefix",
-              lambda: iv.mean("b2a", variant=base15()) - iv.mean("b2a", variant=prefix15()), ">", 0.2),
+        C("grid-zeros", lambda: max(c.quantity("b2a").max() for c in others(g))),
+        C("grid-mdm", lambda: g.min("b2a", objective="mdm", attention="bidirectional")),
+        C("grid-prefix", lambda: g.min("b2a", objective="prefix", attention="bidirectional")),
+        C("grid-suffix-learns", lambda: g.min("a2b", objective="suffix", attention="bidirectional")),
+        C("grid-prefix-causal", lambda: g.failed(objective="prefix", attention="causal") / len(g.seeds)),
+        C("grid-mdm-causal-infill", lambda: g.max("infill", objective="mdm", attention="causal")),
+        C("route-arm", lambda: ing("ar", "causal", "weight_b2a").mean()),
+        C("route-suffix", lambda: ing("suffix", "bidirectional", "weight_b2a").min()),
+        C("no-storage", lambda: max(c.measured["evidence"].max() for c in others(g))),
+        C("storage-mdm", lambda: ing("mdm", "bidirectional", "evidence").mean()
+              / (10 * max(max(c.measured["evidence"].max() for c in others(g)), 1))),
+        C("suffix-one-model", lambda: np.abs(ing("suffix", "causal", "evidence") - ing("suffix", "bidirectional", "evidence")).max()
+              / ing("mdm", "bidirectional", "evidence").mean()),
+        C("k2-zeros", lambda: max(c.quantity("b2a").max() for c in others(g2))),
+        C("k2-infill", lambda: g2.min("infill", objective="mdm", attention="bidirectional")),
+        C("k2-partial", lambda: g2.mean("b2a", objective="mdm", attention="bidirectional")),
+        C("order-blind", lambda: max(o.mean("b2a", variant=v) - o.mean("swap", variant=v) for v in mdm_models)),
+        C("order-swap", lambda: min(o.mean("swap", variant=v) for v in mdm_models)),
+        C("order-arm", lambda: max(o.max("b2a", variant="ARM"), o.max("swap", variant="ARM"))),
+        *[C(f"order-symmetry-{v.split(', ')[1].replace(' ', '-').lower()}",
+            lambda v=v: abs(o.mean("swap", variant=v) - o.mean("infill", variant=v)))
+          for v in ("MDM, ALiBi", "MDM, no positions")],
+        C("frozen-routes", lambda: iv.mean("b2a", variant=frozen())),
+        C("untied-collapses", lambda: iv.mean("b2a", variant=untie())),
+        C("untied-below-chance", lambda: iv.mean("b2a", "nll", variant=untie()) / np.log(iv.run(variant=untie()).world.vocab_size)),
+        C("projection-not-needed", lambda: iv.mean("b2a", variant=proj())),
+        C("projection-all-infill", lambda: iv.mean("infill", variant=proj_all())),
+        C("projection-all-b2a", lambda: iv.mean("infill", variant=proj_all()) - iv.mean("b2a", variant=proj_all())),
+        C("base-reverses", lambda: iv.mean("b2a", variant=base15())),
+        C("base-prefix-worse", lambda: iv.mean("b2a", variant=base15()) - iv.mean("b2a", variant=prefix15())),
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import alignment, coupling, lm_probe, measure
-from ..claims import Claim
+from ..claims import Claim, claim_factory
 from ..config import ConfigError, preset
 from ..sweep import Sweep, sweep
 from . import ch1
@@ -144,6 +144,7 @@ def compute(seeds, world_seed: int, n_pairs: int = 128, depths=KNOBS["depths"], 
 
 
 def claims(r: dict, **params) -> list[Claim]:
+    C = claim_factory("ch5")
     d, ad, pr, z, multi, span, dec = r["depth"], r["arm_depth"], r["presets"], r["zhu"], r["multi"], r["span"], r["decoding"]
     rs = signature_correlations(r["signatures"])
     attn_only = next((b for b, over in params["blocks"].items() if not over), None)
@@ -156,61 +157,31 @@ def claims(r: dict, **params) -> list[Claim]:
         return max(SIGNATURES, key=lambda k: rs[k]["all"])
 
     return [
-        Claim("rope-survives", "with RoPE the MDM's b2a survives every depth and block that trains",
-              "lowest mean b2a over those rows", lambda: min(c.quantity("b2a").mean() for c in rope_ok), ">", 0.85),
-        Claim("rope-below-infill", "always at or below infill", "smallest mean infill − b2a",
-              lambda: min(c.quantity("infill").mean() - c.quantity("b2a").mean() for c in rope_ok), ">=", 0.0),
-        Claim("absolute-falls-2", "with learned absolute positions b2a falls from one layer to two",
-              "mean b2a, 1 layer minus 2", lambda: absolute(1).quantity("b2a").mean() - absolute(2).quantity("b2a").mean(),
-              ">", 0.0),
-        Claim("absolute-falls-4", "and from two to four", "mean b2a, 2 layers minus 4",
-              lambda: absolute(2).quantity("b2a").mean() - absolute(4).quantity("b2a").mean(), ">", 0.0),
-        Claim("absolute-infill", "while from two layers on every seed learns infill", "lowest infill accuracy",
-              lambda: min(absolute(L).quantity("infill").min() for L in (2, 4)), ">=", 0.9),
-        Claim("absolute-4-low", "at four layers b2a is low", "mean b2a, 4 layers", lambda: absolute(4).quantity("b2a").mean(),
-              "<", 0.3),
-        Claim("arm-never", "the ARM never reverses, at any depth", "highest ARM b2a accuracy",
-              lambda: max([c.quantity("b2a").max() for c in ad] + [s.max("b2a", objective="ar") for s in pr.values()]),
-              "<", 0.05),
-        Claim("zhu-arm", "on Zhu et al.'s split the ARM reverses nothing", "highest mean ARM b2a",
-              lambda: max(z[b].mean("b2a", objective="ar") for b in ("one layer", "gpt2_like")), "<", 0.05),
-        Claim("zhu-gpt2-loses", "the gpt2_like MDM reverses less than the one-layer toy", "mean b2a, toy minus gpt2_like",
-              lambda: z["one layer"].mean("b2a", objective="mdm") - z["gpt2_like"].mean("b2a", objective="mdm"), ">", 0.1),
-        Claim("zhu-two-way-pairs", "and almost nothing without two-way pairs", "mean b2a, with minus without",
-              lambda: z["gpt2_like"].mean("b2a", objective="mdm")
-              - z["gpt2_like, no two-way pairs"].mean("b2a", reversed_fraction=0.0), ">", 0.4),
-        Claim("zhu-swap", "the gpt2_like MDM answers the false converse about as readily", "|mean swap − mean b2a|",
-              lambda: abs(z["gpt2_like"].mean("swap", objective="mdm") - z["gpt2_like"].mean("b2a", objective="mdm")),
-              "<", 0.25),
-        Claim("names-break-2", "two-token names break the reversal", "mean b2a, one-token minus two-token names",
-              lambda: multi.mean("b2a", entity_tokens=1, objective="mdm") - multi.mean("b2a", entity_tokens=2, objective="mdm"),
-              ">", 0.3),
-        Claim("names-break-3", "three-token names are not reversed at all", "mean b2a, three-token names",
-              lambda: multi.mean("b2a", entity_tokens=3, objective="mdm"), "<", 0.05),
-        Claim("names-not-mirrored", "the wrong two-token answers are not the name mirrored",
-              "share of b2a answers that are the name in reversed order", lambda: r["slots"][2]["mirrored"].mean(), "<", 0.05),
-        Claim("names-infill", "while two-token infill is learned", "mean infill, two-token names",
-              lambda: multi.mean("infill", entity_tokens=2, objective="mdm"), ">", 0.9),
-        Claim("decoding-a2b", "one slot at a time rescues three-token a2b", "iterative minus one-pass mean a2b",
-              lambda: dec[3, "token"]["a2b"].mean() - multi.mean("a2b", entity_tokens=3, objective="mdm"), ">", 0.1),
-        Claim("decoding-b2a-3", "but not three-token b2a", "iterative mean b2a, three tokens",
-              lambda: dec[3, "token"]["b2a"].mean(), "<", 0.05),
-        Claim("decoding-b2a-2", "and lifts two-token b2a", "iterative minus one-pass mean b2a, two tokens",
-              lambda: dec[2, "token"]["b2a"].mean() - multi.mean("b2a", entity_tokens=2, objective="mdm"), ">", 0.0),
-        Claim("span-a2b", "span masking makes three-token a2b easier", "span minus token mean a2b",
-              lambda: span.mean("a2b", entity_tokens=3) - multi.mean("a2b", entity_tokens=3, objective="mdm"), ">", 0.0),
-        Claim("span-b2a-3", "but does not reverse three-token names", "mean b2a, span, three tokens",
-              lambda: span.mean("b2a", entity_tokens=3), "<", 0.05),
-        Claim("signature-best", "one signature tracks b2a across models", "the best signature's r", lambda: rs[best()]["all"],
-              ">", 0.5),
-        Claim("signature-corr-not-best", "and it is not the route correlation", "best r minus the route correlation's",
-              lambda: rs[best()]["all"] - rs["corr"]["all"], ">", 0.0),
-        Claim("signature-abs-routes", "within absolute-position models the route correlation tracks nothing",
-              "r of the route correlation, absolute", lambda: rs["corr"]["absolute"], "<", 0.3),
-        Claim("signature-abs-others", "the other two track b2a there", "lower r of DLA and cosine, absolute",
-              lambda: min(rs["cosine"]["absolute"], rs["dla"]["absolute"]), ">", 0.5),
-        Claim("probe-interface", "the text interface scores exactly what revlib.evaluate scores", "|difference| of b2a accuracy",
-              lambda: abs(r["demo"]["revlib"]["b2a"]["acc"] - r["demo"]["evaluate"]["b2a"]["acc"]), "<", 1e-9),
-        Claim("probe-hf", "a Hugging Face masked LM goes through the same interface", "largest BERT probe loss (finite)",
-              lambda: 0.0 if r["demo"]["hf"] is None else max(v["nll"] for v in r["demo"]["hf"].values()), "<", 1e6),
+        C("rope-survives", lambda: min(c.quantity("b2a").mean() for c in rope_ok)),
+        C("rope-below-infill", lambda: min(c.quantity("infill").mean() - c.quantity("b2a").mean() for c in rope_ok)),
+        C("absolute-falls-2", lambda: absolute(1).quantity("b2a").mean() - absolute(2).quantity("b2a").mean()),
+        C("absolute-falls-4", lambda: absolute(2).quantity("b2a").mean() - absolute(4).quantity("b2a").mean()),
+        C("absolute-infill", lambda: min(absolute(L).quantity("infill").min() for L in (2, 4))),
+        C("absolute-4-low", lambda: absolute(4).quantity("b2a").mean()),
+        C("arm-never", lambda: max([c.quantity("b2a").max() for c in ad] + [s.max("b2a", objective="ar") for s in pr.values()])),
+        C("zhu-arm", lambda: max(z[b].mean("b2a", objective="ar") for b in ("one layer", "gpt2_like"))),
+        C("zhu-gpt2-loses", lambda: z["one layer"].mean("b2a", objective="mdm") - z["gpt2_like"].mean("b2a", objective="mdm")),
+        C("zhu-two-way-pairs", lambda: z["gpt2_like"].mean("b2a", objective="mdm")
+              - z["gpt2_like, no two-way pairs"].mean("b2a", reversed_fraction=0.0)),
+        C("zhu-swap", lambda: abs(z["gpt2_like"].mean("swap", objective="mdm") - z["gpt2_like"].mean("b2a", objective="mdm"))),
+        C("names-break-2", lambda: multi.mean("b2a", entity_tokens=1, objective="mdm") - multi.mean("b2a", entity_tokens=2, objective="mdm")),
+        C("names-break-3", lambda: multi.mean("b2a", entity_tokens=3, objective="mdm")),
+        C("names-not-mirrored", lambda: r["slots"][2]["mirrored"].mean()),
+        C("names-infill", lambda: multi.mean("infill", entity_tokens=2, objective="mdm")),
+        C("decoding-a2b", lambda: dec[3, "token"]["a2b"].mean() - multi.mean("a2b", entity_tokens=3, objective="mdm")),
+        C("decoding-b2a-3", lambda: dec[3, "token"]["b2a"].mean()),
+        C("decoding-b2a-2", lambda: dec[2, "token"]["b2a"].mean() - multi.mean("b2a", entity_tokens=2, objective="mdm")),
+        C("span-a2b", lambda: span.mean("a2b", entity_tokens=3) - multi.mean("a2b", entity_tokens=3, objective="mdm")),
+        C("span-b2a-3", lambda: span.mean("b2a", entity_tokens=3)),
+        C("signature-best", lambda: rs[best()]["all"]),
+        C("signature-corr-not-best", lambda: rs[best()]["all"] - rs["corr"]["all"]),
+        C("signature-abs-routes", lambda: rs["corr"]["absolute"]),
+        C("signature-abs-others", lambda: min(rs["cosine"]["absolute"], rs["dla"]["absolute"])),
+        C("probe-interface", lambda: abs(r["demo"]["revlib"]["b2a"]["acc"] - r["demo"]["evaluate"]["b2a"]["acc"])),
+        C("probe-hf", lambda: 0.0 if r["demo"]["hf"] is None else max(v["nll"] for v in r["demo"]["hf"].values())),
     ]
