@@ -203,11 +203,14 @@ def reference(exp: Experiment, repeats: int = 9, max_steps: int = REFERENCE_MAX_
     return {**reference_step(exp, repeats), **reference_convergence(exp, max_steps)}
 
 
+# The largest settings of chapter 1's live explorer (revlib.book.explore): its slowest retrain.
+EXPLORER_MAX_PAIRS, EXPLORER_MAX_D_MODEL, EXPLORER_MAX_STEPS = 128, 64, 300
+
+
 def explorer_experiments() -> list[Experiment]:
     """The ARM and the MDM of chapter 1's explorer at its largest settings (its slowest retrain)."""
-    from .book.explore import MAX_D_MODEL, MAX_PAIRS, MAX_STEPS
 
-    return [preset(name, n_pairs=MAX_PAIRS, d_model=MAX_D_MODEL, steps=MAX_STEPS) for name in ("ar", "mdm")]
+    return [preset(name, n_pairs=EXPLORER_MAX_PAIRS, d_model=EXPLORER_MAX_D_MODEL, steps=EXPLORER_MAX_STEPS) for name in ("ar", "mdm")]
 
 
 def explorer_retrain(experiments=None) -> dict:

@@ -235,19 +235,18 @@ def cmd_sweep(args) -> int:
         raise UsageError(f"argument --seeds: between 1 and 64 seeds, got {args.seeds}")
     base = preset(name, **overrides)
     start = base.train.seed
-    rows = sweep(base, axes, seeds=range(start, start + args.seeds), progress=not args.json, skip_invalid=args.skip_invalid)
+    result = sweep(base, axes, seeds=range(start, start + args.seeds), progress=not args.json, skip_invalid=args.skip_invalid)
     if args.json:
-        emit_json({"preset": name, "axes": {k: v for k, v in axes.items()}, "seeds": list(range(start, start + args.seeds)),
-                   "rows": [r.to_json() for r in rows]})
+        emit_json({"preset": name, **result.to_json()})
         return 0
-    for r in rows:
-        values = ", ".join(f"{k}={v}" for k, v in r.values.items())
-        if r.refused:
-            print(f"{values}: refused ({r.refused})")
+    for cell in result.summary():
+        values = ", ".join(f"{k}={v}" for k, v in cell["values"].items())
+        if "refused" in cell:
+            print(f"{values}: refused ({cell['refused']})")
             continue
-        print(f"{values}: {r.summary['n_seeds']} seeds, {r.summary['failed']} failed to learn the trained direction")
-        for probe, m in r.summary["probes"].items():
-            if m is None:
+        print(f"{values}: {cell['n_seeds']} seeds, {cell['failed']} failed to learn the trained direction")
+        for probe, m in cell["quantities"].items():
+            if m is None or "acc" not in m:
                 continue
             acc = " ".join(f"{s} {m['acc'][s]:.3f}" for s in STATS)
             nll = " ".join(f"{s} {m['nll'][s]:.3g}" for s in STATS)
@@ -403,6 +402,16 @@ def cmd_figures(args) -> int:
     unknown = [n for n in (args.only or []) if n not in REGISTRY and n not in TABLES]
     if unknown:
         raise UsageError(f"unknown figure {unknown[0]!r}; choose from {', '.join(list(REGISTRY) + list(TABLES))}")
+    if args.jobs == "auto":
+        from .book.explore import usable_cores
+
+        args.jobs = max(1, min(8, usable_cores()))
+        print(f"drawing in {args.jobs} process{'es' * (args.jobs > 1)} (one per usable core)")
+    else:
+        try:
+            args.jobs = int(args.jobs)
+        except ValueError:
+            raise UsageError(f"argument --jobs: a number of processes or 'auto', got {args.jobs!r}") from None
     if not 1 <= args.jobs <= 8:
         raise UsageError(f"argument --jobs: between 1 and 8 processes, got {args.jobs}")
     try:
@@ -421,13 +430,13 @@ def cmd_figures(args) -> int:
 
 
 def cmd_tables(args) -> int:
-    from .book.figures import TABLES
+    from .book.figures import TABLES, build
 
     unknown = [n for n in (args.only or []) if n not in TABLES]
     if unknown:
         raise UsageError(f"unknown table {unknown[0]!r}; choose from {', '.join(TABLES)}")
     names = args.only or list(TABLES)
-    tables = {name: TABLES[name]() for name in names}
+    tables = {name: build(name) for name in names}
     if args.json:
         emit_json({name: t.to_json() for name, t in tables.items()})
         return 0
@@ -438,8 +447,192 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def _seed_list(text: str) -> list[int]:
+    """"0-7" or "0,1,5" -> seeds."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(x) for x in text.split("-"))
+            if hi < lo:
+                raise ValueError
+            return list(range(lo, hi + 1))
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UsageError(f"argument --seeds: a range such as 0-7 or a list such as 0,1,5; got {text!r}") from None
+
+
+def _settings(pairs: list[str] | None) -> dict:
+    """--set name=value ...: values are Python literals (numbers, strings, tuples, dicts), never code."""
+    import ast
+
+    out = {}
+    for item in pairs or []:
+        name, sep, text = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise UsageError(f"argument --set: expected NAME=VALUE, got {item!r}")
+        try:
+            out[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[name] = text  # a bare word: a string
+    return out
+
+
+def _plain(x, depth: int = 0):
+    """A chapter result as JSON: sweeps by their summary, runs by their final metrics, arrays of
+    up to 64 values in full and larger ones by their shape and spread."""
+    import dataclasses
+
+    import numpy as np
+
+    from .sweep import Sweep
+    from .training import Run
+
+    if isinstance(x, Sweep):
+        return x.to_json()
+    if isinstance(x, Run):
+        return {"seeds": list(x.seeds), "final": _plain(x.final, depth + 1)}
+    if isinstance(x, np.ndarray) or isinstance(x, np.generic):
+        a = np.asarray(x)
+        if a.size <= 64:
+            return a.tolist()
+        a = a.astype(float)
+        return {"shape": list(a.shape), "mean": float(a.mean()), "min": float(a.min()), "max": float(a.max())}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _plain(getattr(x, f.name), depth + 1) for f in dataclasses.fields(x)}
+    if isinstance(x, dict):
+        return {(k if isinstance(k, str) else ", ".join(map(str, k)) if isinstance(k, tuple) else str(k)): _plain(v, depth + 1)
+                for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v, depth + 1) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def cmd_chapter(args) -> int:
+    """Every measurement of a chapter, with the book's settings or changed ones, and its claims."""
+    from . import recipes
+
+    knobs = _settings(args.set)
+    seeds = _seed_list(args.seeds) if args.seeds else None
+    params = recipes.params(args.chapter, seeds, args.world_seed, **knobs)  # refuses unknown settings first
+    full = recipes.chapter(args.chapter).compute(**params)
+    report = recipes.check(args.chapter, full, raise_on_failure=False, **params)
+    results = full
+    if args.only:
+        unknown = [n for n in args.only if n not in results]
+        if unknown:
+            raise UsageError(f"{args.chapter} has no result {unknown[0]!r}; its results are {', '.join(results)}")
+        results = {n: results[n] for n in args.only}
+    if args.json:
+        emit_json({"chapter": args.chapter, "params": _plain(params), "results": _plain(results),
+                   "claims": _plain(report.to_json())})
+        return 0
+    print(f"{args.chapter}, {', '.join(f'{k}={v}' for k, v in params.items() if k not in ('order_variants', 'interventions', 'blocks'))}")
+    for name, value in results.items():
+        print(f"[{name}] {value!r}"[:300] if not hasattr(value, "to_json") else f"[{name}] {value}")
+    print(report)
+    return 0
+
+
+def cmd_claims(args) -> int:
+    """Every chapter's claims over disjoint seed sets."""
+    from . import recipes
+    from .claims import robustness_run
+
+    chapters = args.chapters.split(",") if args.chapters else list(recipes.CHAPTERS)
+    for ch in chapters:
+        if ch not in recipes.CHAPTERS:
+            raise UsageError(f"argument --chapters: unknown chapter {ch!r}; choose from {', '.join(recipes.CHAPTERS)}")
+    if not 1 <= args.seed_sets <= 100:
+        raise UsageError(f"argument --seed-sets: between 1 and 100, got {args.seed_sets}")
+    if not 1 <= args.seeds_per_set <= 64:
+        raise UsageError(f"argument --seeds-per-set: between 1 and 64, got {args.seeds_per_set}")
+    if args.stride < args.seeds_per_set:
+        raise UsageError(f"argument --stride: sets of {args.seeds_per_set} seeds {args.stride} apart would overlap")
+    knobs = _settings(args.set)
+    for ch in chapters:  # refuse a bad setting before anything trains
+        recipes.params(ch, **{k: v for k, v in knobs.items() if k in recipes.chapter(ch).KNOBS})
+    table = robustness_run(chapters, args.seed_sets, args.first, args.stride, args.seeds_per_set, knobs,
+                           progress=None if args.json else print)
+    if args.json:
+        emit_json(_plain(table))
+        return 0
+    print(table_text(table))
+    return 0
+
+
+def _repository_url() -> str | None:
+    """``repository.url`` of the book's _config.yml, where the checkout has one."""
+    from pathlib import Path
+    import re as _re
+
+    config = Path(__file__).resolve().parents[1] / "_config.yml"
+    try:
+        m = _re.search(r"^repository:[^\n]*\n(?:[ \t]+[^\n]*\n)*?[ \t]+url:[ \t]*(\S+)", config.read_text(), _re.M)
+    except OSError:
+        return None
+    return m.group(1) if m else None
+
+
+def cmd_results(args) -> int:
+    """Pack the results cache into a bundle, fetch one into it, or print where this code's bundle is published."""
+    from . import bundle
+
+    if args.action == "tag":
+        print(bundle.release_tag())
+        return 0
+    if args.action == "url":
+        repo = args.repository or _repository_url()
+        if not repo:
+            raise UsageError("give --repository https://github.com/OWNER/REPO (no _config.yml found)")
+        print(bundle.release_url(repo))
+        return 0
+    if args.action == "fetch" and args.from_release:
+        if args.target:
+            raise UsageError("give a URL or file, or --from-release, not both")
+        repo = args.repository or _repository_url()
+        if not repo:
+            raise UsageError("--from-release needs --repository https://github.com/OWNER/REPO (no _config.yml found)")
+        args.target = bundle.release_url(repo)
+    if not args.target:
+        raise UsageError(f"results {args.action} needs a {'file' if args.action == 'pack' else 'URL or file'}")
+    try:
+        if args.action == "pack":
+            summary = bundle.pack(args.target)
+            print(f"packed {summary.describe()} into {summary.path}")
+            if summary.bytes > bundle.TARGET_BYTES:
+                print(f"revlib: warning: the bundle is larger than {bundle.TARGET_BYTES // 2**20} MB", file=sys.stderr)
+            return 0
+        summary = bundle.fetch(args.target)
+    except bundle.Unreachable as err:
+        if args.if_available:
+            print(f"no results bundle for this code ({err}); the chapters will train, about "
+                  f"{bundle.COLD_MINUTES} minutes for the whole book on a laptop")
+            return 0
+        print(f"revlib: error: {err}", file=sys.stderr)
+        return 1
+    except bundle.BundleError as err:
+        print(f"revlib: error: {err}", file=sys.stderr)
+        return 1
+    if summary.skipped and not summary.installed and not summary.present:
+        print(f"the bundle was computed by other code ({summary.code[:12]}; this code is "
+              f"{__import__('revlib').cache.code_version()}): nothing installed, the chapters will train")
+    else:
+        print(f"fetched {summary.describe()}")
+    return 0
+
+
+def table_text(table: dict) -> str:
+    from .claims import robustness_lines
+
+    return "\n".join(robustness_lines(table))
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = _Parser(prog="python -m revlib", description=__doc__.splitlines()[0], allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"revlib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def command(name: str, help_text: str, func):
@@ -482,9 +675,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("figures", "write the book's figures as PNG and SVG (for slides), and with --tables its tables", cmd_figures)
     p.add_argument("--out", required=True, help="folder to write NAME.png and NAME.svg into")
     p.add_argument("--only", nargs="+", metavar="NAME", help="just these figures")
-    p.add_argument("--jobs", type=_integer, default=1,
-                   help="draw the chapters in this many processes (one torch thread each; 2 on a 2-core machine)")
+    p.add_argument("--jobs", default="1",
+                   help="draw the chapters in this many processes (one torch thread each), or 'auto': one per core "
+                        "this process may run on")
     p.add_argument("--tables", action="store_true", help="also write every table of the book as NAME.json")
+
+    p = command("chapter", "every measurement of one chapter, with the book's settings or changed ones, and its claims",
+                cmd_chapter)
+    p.add_argument("chapter", help="ch1 ... ch5")
+    p.add_argument("--seeds", default=None, help="training seeds: a range such as 0-7 or a list (default: the book's)")
+    p.add_argument("--world-seed", type=_seed, default=None, help="the fact world (default: the book's)")
+    p.add_argument("--set", nargs="+", metavar="NAME=VALUE", help="change a setting of the chapter, e.g. heads=(1,2)")
+    p.add_argument("--only", nargs="+", metavar="RESULT", help="print only these results")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = command("claims", "check every chapter's claims over disjoint seed sets (trains through the cache)", cmd_claims)
+    p.add_argument("--seed-sets", type=_integer, default=1, help="how many seed sets (default 1)")
+    p.add_argument("--first", type=_seed, default=1000, help="first seed of the first set (default 1000)")
+    p.add_argument("--stride", type=_integer, default=1000, help="distance between the sets' first seeds (default 1000)")
+    p.add_argument("--seeds-per-set", type=_integer, default=8, help="training seeds per set (default 8)")
+    p.add_argument("--chapters", default=None, help="comma-separated, e.g. ch1,ch2 (default: all)")
+    p.add_argument("--set", nargs="+", metavar="NAME=VALUE",
+                   help="change a setting in every chapter that has it, e.g. n_pairs=32 (a smaller world)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = command("results", "the results bundle: pack this cache, fetch a bundle into it, print this code's bundle URL or release tag",
+                cmd_results)
+    p.add_argument("action", choices=["pack", "fetch", "url", "tag"])
+    p.add_argument("target", nargs="?", help="pack: the file to write; fetch: a file or an http(s) URL")
+    p.add_argument("--repository", help="url: the hosting repository (default: _config.yml's repository.url)")
+    p.add_argument("--from-release", action="store_true",
+                   help="fetch: this code's bundle from the hosting repository's release (see `results url`)")
+    p.add_argument("--if-available", action="store_true",
+                   help="fetch: a bundle that cannot be reached is not an error (say so in one line, exit 0)")
 
     p = command("tables", "print the book's result tables (every experiment of every chapter)", cmd_tables)
     p.add_argument("--only", nargs="+", metavar="NAME", help="just these tables")
