@@ -148,13 +148,13 @@ def test_sweep_json_rows_have_mean_sd_min_max(cli):
     assert code == 0, err
     result = strict_json(out)
     assert result["seeds"] == [0, 1] and result["axes"]["n_heads"] == [1, 2]
-    rows = result["rows"]
+    rows = result["cells"]
     assert [r["values"]["n_heads"] for r in rows] == [1, 2]
     for r in rows:
         assert r["n_seeds"] == 2 and 0 <= r["failed"] <= 2
         for probe in ("a2b", "infill", "b2a"):
             for metric in ("acc", "nll"):
-                stats = r["probes"][probe][metric]
+                stats = r["quantities"][probe][metric]
                 assert set(stats) >= {"mean", "sd", "min", "max"}
                 assert stats["min"] <= stats["mean"] <= stats["max"] and stats["sd"] >= 0
 

@@ -75,3 +75,90 @@ def test_chapter_4_and_5_checkers():
 def test_every_checker_says_not_answered_for_none_and_prints_a_verdict(checker):
     fb = checker(None)
     assert fb.ok is None and str(fb).startswith("Not answered yet.") and fb.message
+
+
+# ---------------------------------------------------------------------------------------------
+# coding exercises: every checker passes the solution in solutions/ and fails a typical mistake
+# with the message that names it
+# ---------------------------------------------------------------------------------------------
+
+import importlib.util  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions" / "solutions.py"
+
+
+@pytest.fixture(scope="module")
+def solutions():
+    if not SOLUTIONS.exists():  # a teacher withheld them (solutions/index.md says how)
+        pytest.skip("solutions/ withheld")
+    spec = importlib.util.spec_from_file_location("book_solutions", SOLUTIONS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _mdm_masked_mean(logits, tokens, mask, t):
+    ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+    return (ce * mask / t[:, None]).sum() / mask.sum()
+
+
+def _mdm_no_weight(logits, tokens, mask, t):
+    ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+    return (ce * mask).sum() / tokens.numel()
+
+
+def _rope_one_delta(d, offset, base):
+    theta = base ** (-2 * torch.arange(d // 2, dtype=torch.float64) / d)
+    return float(2 / d * torch.cos(offset * theta).sum())
+
+
+def _ov_no_unembedding(U, p1, p2, answer, c1, c2):
+    e = torch.zeros_like(p1)
+    e[answer] = 1
+    return float((p1 - e) @ (p2 - e) * (c1 @ c2))
+
+
+def _project_along(update, grad):
+    return (update @ grad / (grad @ grad)) * grad
+
+
+def _b2a_with_relation(tokenize, fact, mask_id):
+    b, r, a = tokenize(fact.object), tokenize(fact.relation), tokenize(fact.subject)
+    ids = b + r + [mask_id] * len(a)
+    return ids, list(range(len(b) + len(r), len(ids))), a
+
+
+CODING = [
+    ("mdm_loss", ex.check_mdm_loss, _mdm_masked_mean, "divided by the number of masked slots"),
+    ("mdm_loss", ex.check_mdm_loss, _mdm_no_weight, "weighted 1/t"),
+    ("rope_corr", ex.check_rope_corr, _rope_one_delta, "2Δθ_m"),
+    ("ov_inner_product", ex.check_ov_inner_product, _ov_no_unembedding, "U Uᵀ"),
+    ("project_out", ex.check_project_out, _project_along, "component *along*"),
+    ("b2a_query", ex.check_b2a_query, _b2a_with_relation, "converse relation"),
+]
+
+
+@pytest.mark.parametrize("name, checker, wrong, words", CODING, ids=[f"{c[0]}-{c[2].__name__}" for c in CODING])
+def test_coding_checkers_pass_the_solution_and_name_a_typical_mistake(solutions, name, checker, wrong, words):
+    right = checker(getattr(solutions, name))
+    assert right.ok is True, right.message
+    fb = checker(wrong)
+    assert fb.ok is False and words in fb.message, fb.message
+
+
+@pytest.mark.parametrize("checker", sorted({c[1] for c in CODING}, key=lambda f: f.__name__))
+def test_coding_checkers_report_an_unwritten_or_crashing_function_in_one_line(checker):
+    def unwritten(*args):
+        raise NotImplementedError
+
+    def crashes(*args):
+        return {}["oops"]
+
+    assert checker(unwritten).ok is None and "NotImplementedError" in checker(unwritten).message
+    assert checker(None).ok is None
+    fb = checker(crashes)
+    assert fb.ok is False and "raised KeyError" in fb.message and "\n" not in fb.message

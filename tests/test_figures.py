@@ -18,20 +18,26 @@ from revlib.book.tables import Table  # noqa: E402
 from revlib.cli import main  # noqa: E402
 
 
-def _fake_figure():
+def _fake_figure(results):
+    assert results == {"from": "the test chapter's results"}
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
     return fig
 
 
-def _fake_table():
+def _fake_table(results):
     return Table(["a", "b"], [["1", "2"]], caption="fake", data={"x": 1.5})
 
 
 @pytest.fixture
 def fake_registry(monkeypatch):
-    monkeypatch.setattr(figures, "REGISTRY", {"fake-figure": _fake_figure})
-    monkeypatch.setattr(figures, "TABLES", {"fake-table": _fake_table})
+    from revlib.book import registry
+
+    monkeypatch.setattr(registry, "REGISTRY", {"fake-figure": ("test_figures", _fake_figure)})
+    monkeypatch.setattr(registry, "TABLES", {"fake-table": ("test_figures", _fake_table)})
+    monkeypatch.setattr(figures, "REGISTRY", registry.REGISTRY)
+    monkeypatch.setattr(figures, "TABLES", registry.TABLES)
+    monkeypatch.setattr(registry, "_RESULTS", {"test_figures": {"from": "the test chapter's results"}})
 
 
 def test_save_all_writes_png_svg_and_table_json(tmp_path, fake_registry):

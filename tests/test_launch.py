@@ -53,7 +53,9 @@ TOP_PINS = pins_of(REPO_ROOT / "requirements.txt")
 
 
 def book_notebooks() -> list[Path]:
-    nbs = [REPO_ROOT / "intro.ipynb"]
+    """Every notebook of the book: at the top (intro, paper, course), chapters/ and appendix/."""
+    nbs = sorted(REPO_ROOT.glob("*.ipynb"))
+    assert {p.name for p in nbs} >= {"intro.ipynb", "paper.ipynb", "course.ipynb"}
     for folder in ("chapters", "appendix"):
         nbs += sorted((REPO_ROOT / folder).glob("*.ipynb"))
     return nbs
@@ -130,7 +132,8 @@ def test_main_runs_pip_in_order_with_torch_held_by_a_constraint(capsys):
     assert calls[0] == [py, "-m", "pip", "install", "--no-deps", "-e", str(REPO_ROOT)]
     assert calls[1][:4] == [py, "-m", "pip", "install"] and calls[1][-2:] == [
         f"ipywidgets=={TOP_PINS['ipywidgets']}", f"tqdm=={TOP_PINS['tqdm']}"]
-    assert len(calls) == 2
+    assert calls[2] == [py, "-m", "revlib", "results", "fetch", "--from-release", "--if-available"]  # the bundle, if any
+    assert len(calls) == 3
     import importlib.metadata
     assert constraints == [f"torch=={importlib.metadata.version('torch')}\n"]
 
@@ -172,6 +175,7 @@ def book_copy(tmp_path):
     """The book's _config.yml and notebooks in tmp_path, plus two notebooks of our own: one with
     the install cell, one without."""
     shutil.copy(REPO_ROOT / "_config.yml", tmp_path)
+    shutil.copy(REPO_ROOT / "CITATION.cff", tmp_path)
     for nb in book_notebooks():
         dest = tmp_path / nb.relative_to(REPO_ROOT)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -207,13 +211,41 @@ def test_set_repo_url_rewrites_config_and_install_cells(book_copy, capsys):
         cell_url = set_repo_url.cell_repo_url(nb)
         assert [(a, b) for a, b in zip(old_src, new_src) if a != b] == [
             (line, line.replace(cell_url, new)) for line in old_src if "REPO =" in line]
-        assert after["cells"][1:] == nb["cells"][1:] and after["metadata"] == nb["metadata"]
+        old_pages = set_repo_url.pages_url(old_url)
+        replaced = json.loads(json.dumps(nb["cells"][1:]).replace(old_pages, set_repo_url.pages_url(new)))
+        assert after["cells"][1:] == replaced and after["metadata"] == nb["metadata"]
     assert with_cell >= 1 and set_repo_url.cell_repo_url(
         json.loads((book_copy / "chapters" / "98_with_cell.ipynb").read_text())) == new
     # Running it again changes nothing.
     snapshot = {p: p.read_bytes() for p in before}
     set_repo_url.main([new, "--root", str(book_copy)])
     assert {p: p.read_bytes() for p in before} == snapshot
+    # the citation file and the rendered book's address follow
+    citation = yaml.safe_load((book_copy / "CITATION.cff").read_text())
+    assert citation["repository-code"] == new and citation["url"] == "https://acme.github.io/the-book-test/"
+    for path in before:
+        assert "revlib.github.io" not in path.read_text(), path.name
+
+
+def test_set_repo_url_sets_the_branch_of_the_config_and_of_every_install_cell(book_copy, capsys):
+    assert set_repo_url.main(["https://github.com/acme/book", "--branch", "gh-pages-src", "--root", str(book_copy)]) in (0, 1)
+    assert yaml.safe_load((book_copy / "_config.yml").read_text())["repository"]["branch"] == "gh-pages-src"
+    for path in set_repo_url.notebooks(book_copy):
+        nb = json.loads(path.read_text())
+        if set_repo_url.install_cell(nb) is not None and path.parent.name != "chapters" or path.name != "98_with_cell.ipynb":
+            if set_repo_url.cell_branch(nb) is not None:
+                assert set_repo_url.cell_branch(nb) == "gh-pages-src", path.name
+    assert set_repo_url.cell_branch(json.loads((book_copy / "chapters" / "01_the_reversal_curse.ipynb").read_text())) \
+        == "gh-pages-src"
+    assert set_repo_url.main(["https://github.com/acme/book", "--branch", "bad branch", "--root", str(book_copy)]) == 2
+
+
+def test_every_notebook_clones_the_configured_branch():
+    branch = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())["repository"]["branch"]
+    for path in book_notebooks():
+        nb = json.loads(path.read_text())
+        assert set_repo_url.cell_branch(nb) == branch, path.name
+        assert '"--branch", BRANCH' in "".join(set_repo_url.install_cell(nb)["source"]), path.name
 
 
 @pytest.mark.parametrize("url", [
@@ -299,10 +331,15 @@ def test_pyproject_declares_revlib_without_pinning_torch():
     assert "==" not in deps["torch"], "pyproject.toml must not pin torch exactly (requirements.txt does)"
     extras = project["optional-dependencies"]
     assert any(d.startswith("transformers") for d in extras["hf"])
+    lab = " ".join(extras["lab"])  # what a student needs to run the notebooks, and nothing to build or test
+    for name in ("jupyterlab", "jupyterlab-myst", "ipywidgets", "ipykernel"):
+        assert name in lab
+    for name in ("jupyter-book", "nbval", "pytest", "hypothesis"):
+        assert name not in lab
     book = " ".join(extras["book"])
-    for name in ("ipywidgets", "jupyter-book", "nbval"):
+    for name in ("revlib[lab]", "jupyter-book", "nbval"):
         assert name in book
-    assert set(meta["tool"]["setuptools"]["packages"]) >= {"revlib", "revlib.book"}
+    assert set(meta["tool"]["setuptools"]["packages"]) >= {"revlib", "revlib.book", "revlib.recipes"}
 
 
 # ---------------------------------------------------------------- tests/browser_check.py
