@@ -13,7 +13,11 @@ The first cell of every notebook runs this (after ``git clone`` of the book into
 3. installs only those of numpy, matplotlib, ipywidgets and tqdm that are not importable, at
    the versions pinned in REPO_DIR/requirements.txt, with the installed torch version as a
    pip constraint, so that nothing pip resolves can install, upgrade or downgrade torch;
-4. checks that torch's version is the one it found.
+4. checks that torch's version is the one it found;
+5. fetches the results bundle of this code from the hosting repository's release, where one is
+   published (``python -m revlib results fetch --from-release --if-available``), so that a chapter
+   loads its numbers in seconds instead of training them; where none is reachable it says so in
+   one line and the chapters train.
 
 Packages that are importable are left as they are, whatever their version. Standard library
 only; the only network access is pip's. ``plan()`` holds every decision, so tests can call it
@@ -168,6 +172,11 @@ def main(argv: Sequence[str] | None = None, run: Callable = subprocess.run,
     if after != before:
         print(f"colab_install: torch changed from {before} to {after}; this must not happen", file=sys.stderr)
         return 1
+    fetch = [sys.executable, "-m", "revlib", "results", "fetch", "--from-release", "--if-available"]
+    print("colab_install: " + " ".join(fetch[1:]), flush=True)
+    env = {**os.environ, "PYTHONPATH": str(repo_dir), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if run(fetch, env=env, cwd=str(repo_dir)).returncode:  # a damaged bundle: the chapters train instead
+        print("colab_install: the results bundle could not be used; the chapters will train", file=sys.stderr)
     print(f"colab_install: done (revlib from {repo_dir}; torch {after} unchanged).")
     return 0
 
