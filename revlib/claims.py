@@ -38,6 +38,25 @@ SPECS = Path(__file__).resolve().parent / "recipes" / "claims.toml"  # every cla
 RELATIONS = {"<": lambda v, t: v < t, "<=": lambda v, t: v <= t, ">": lambda v, t: v > t, ">=": lambda v, t: v >= t}
 
 
+@functools.lru_cache(maxsize=1)
+def machine() -> str:
+    """The CPU model and torch version that computed a report: machines of different CPU classes
+    round differently and train slightly different models, so the appendix names them."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}; torch {torch.__version__}"
+
+
 class ClaimsFailed(AssertionError):
     """A claim the book's prose makes does not hold with the book's settings."""
 
@@ -135,6 +154,7 @@ class Report:
     params: dict
     strict: bool
     outcomes: list[Outcome]
+    machine: str = field(default_factory=lambda: machine())
 
     @property
     def failed(self) -> list[Outcome]:
@@ -184,7 +204,7 @@ class Report:
                 f"<tbody>{''.join(rows)}</tbody></table>")
 
     def to_json(self) -> dict:
-        return {"chapter": self.chapter, "params": self.params, "strict": self.strict,
+        return {"chapter": self.chapter, "params": self.params, "strict": self.strict, "machine": self.machine,
                 "outcomes": [o.to_json() for o in self.outcomes]}
 
     def raise_if_failed(self) -> None:
@@ -260,12 +280,16 @@ def robustness_run(chapters, n_sets: int, first: int = 1000, stride: int = 1000,
 def table_of(reports: list[dict]) -> dict:
     """Claims x seed sets from stored reports: ``{"sets": [set label, ...], "claims": [{"chapter",
     "name", "statement", "guard", "margins": {set: margin}, "holds": {set: bool}, "smallest",
-    "held", "failed_in": [set, ...]}, ...]}``, sets labelled by their seeds "0..7 (world 0)"."""
+    "held", "failed_in": [set, ...]}, ...], "machines": {set: [machine, ...]}}``, sets labelled by
+    their seeds "0..7 (world 0)"."""
     def label(params):
         seeds = list(params["seeds"])
         return f"{seeds[0]}..{seeds[-1]} (world {params['world_seed']})"
 
     sets = sorted({label(r["params"]) for r in reports}, key=lambda s: int(s.split("..")[0]))
+    machines: dict[str, set] = {s: set() for s in sets}
+    for r in reports:
+        machines[label(r["params"])].add(r.get("machine", "machine not recorded"))
     claims: dict[tuple[str, str], dict] = {}
     for r in reports:
         for o in r["outcomes"]:
@@ -284,7 +308,7 @@ def table_of(reports: list[dict]) -> dict:
         out.append(row)
     order = {ch: i for i, ch in enumerate(("ch1", "ch2", "ch3", "ch4", "ch5"))}
     out.sort(key=lambda r: order.get(r["chapter"], 9))
-    return {"sets": sets, "claims": out}
+    return {"sets": sets, "claims": out, "machines": {s: sorted(m) for s, m in machines.items()}}
 
 
 def robustness_lines(table: dict) -> list[str]:
@@ -299,6 +323,9 @@ def robustness_lines(table: dict) -> list[str]:
     failing = [r for r in table["claims"] if r["failed_in"]]
     lines.append(f"{len(failing)} claim(s) fail in some set" + (": " + ", ".join(f"{r['chapter']}.{r['name']}"
                                                                              for r in failing) if failing else ""))
+    for m in sorted({m for ms in table.get("machines", {}).values() for m in ms}):
+        which = [str(i + 1) for i, s in enumerate(sets) if m in table["machines"].get(s, ())]
+        lines.append(f"computed on {m} (set{'s' * (len(which) != 1)} {', '.join(which)})")
     if "seconds" in table:
         for s in table["seconds"]:
             lines.append(f"seed set {s['first']}: " + ", ".join(f"{ch} {sec:.0f} s" for ch, sec in s["seconds"].items())

@@ -61,6 +61,8 @@ def test_reports_are_stored_and_tabulated_over_seed_sets():
     assert row["smallest"] == pytest.approx(-0.4)
     lines = claims.robustness_lines(table)
     assert any(line.startswith("chx.b") and "1 of 2" in line for line in lines)
+    assert table["machines"]["0..7 (world 0)"] == [claims.machine()]  # which machine computed each set
+    assert any(line.startswith("computed on " + claims.machine()) and "sets 1, 2" in line for line in lines)
 
 
 def test_strictness_follows_the_book_settings(monkeypatch):
