@@ -153,7 +153,7 @@ def _version() -> str:
 
 def read_source(source: str) -> bytes:
     """The bytes of a bundle from a local path, a ``file://`` or an ``http(s)://`` URL (at most
-    :data:`MAX_BYTES`). Unreachable sources raise BundleError; :class:`Unreachable` says it was
+    ``MAX_BYTES``). Unreachable sources raise BundleError; :class:`Unreachable` says it was
     the network or a missing file, not the bundle."""
     if re.match(r"^https?://", source) or source.startswith("file://"):
         try:

@@ -6,7 +6,7 @@ setting already seen, costs a load.
 ``"coupling.positional_parts"``, ...), the value of every argument, the entry format, the torch
 version, and a fingerprint of revlib's code. The arguments are turned into a canonical JSON
 value (:func:`canonical`): numbers, strings, lists, arrays, configs (by their fields) and runs
-(by their experiment and seeds). Anything else is refused with a :class:`ConfigError` naming
+(by their experiment and seeds). Anything else is refused with a :class:`~revlib.config.ConfigError` naming
 the argument, so a result is never stored under a key that misses one of its inputs. Nothing is
 keyed by source text.
 
@@ -28,7 +28,7 @@ a temporary file that is renamed into place, so a crash leaves the old entry or 
 files left by a killed writer are removed. A full disk or a read-only folder costs the cache,
 never the result: the computed value is returned with a warning.
 
-**Provenance.** :data:`TALLY` counts, for the current process, what was trained or computed
+**Provenance.** ``TALLY`` counts, for the current process, what was trained or computed
 here (and how long it took), loaded from the local cache, or taken from a results bundle
 (revlib.bundle); each chapter's first output reports it. Every read and write is also appended
 to ``access.log`` in the cache folder, which ``python -m revlib results pack`` reads to bundle
@@ -142,7 +142,7 @@ def stale() -> str | None:
 
 
 def code_version() -> str:
-    """The short form of :data:`FINGERPRINT` that bundles and chapters print."""
+    """The short form of ``FINGERPRINT`` that bundles and chapters print."""
     return FINGERPRINT[:12]
 
 
@@ -376,7 +376,7 @@ def memo(name: str, args: dict, compute: Callable[[], object], encode: Callable[
     cannot key). ``encode`` turns the value into what :func:`torch.save` can store with
     ``weights_only`` and ``decode`` turns it back; by default nested dicts, lists and tuples of
     numpy arrays, numbers and strings (:func:`to_storable`). ``kind`` ("trained" or "computed")
-    only says how :data:`TALLY` counts a computation.
+    only says how ``TALLY`` counts a computation.
     """
     encode = encode or to_storable
     decode = decode or from_storable

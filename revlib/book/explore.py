@@ -37,7 +37,7 @@ FRAME_DPI = 2 * 110  # twice the page's resolution: sharp on high-density screen
 
 
 def png_bytes(fig, colors: int = 48) -> bytes:
-    """A figure as a PNG at :data:`FRAME_DPI`, reduced to a palette of ``colors`` colours (line art
+    """A figure as a PNG at ``FRAME_DPI``, reduced to a palette of ``colors`` colours (line art
     loses nothing visible and the file shrinks about three times)."""
     from PIL import Image
 

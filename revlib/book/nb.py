@@ -11,7 +11,7 @@ already formatted (:func:`fmt`).
 high-density screens) and prints its caption. The built book takes the caption and the alt text
 from the cell's metadata (numbered, cross-referenced) and drops the printed copy (the cell's
 ``remove-stdout`` tag); in Jupyter the printed caption is what the reader sees. Captions and alt
-texts live in :data:`CAPTIONS`, and a test checks that the notebooks' metadata says the same.
+texts live in ``CAPTIONS``, and a test checks that the notebooks' metadata says the same.
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ def identities(models: Sweep) -> dict:
 
 
 def controls(models: Sweep) -> dict:
-    """Same-fact and averaged cosines of each pair of :data:`PAIRS` at init and trained:
+    """Same-fact and averaged cosines of each pair of ``PAIRS`` at init and trained:
     ``{(kind, source, when): {"mean", "fact", "fact_positive"}}``."""
     return {(kind, source, when): alignment.pair_alignment(models.run(objective=kind), when, source)
             for kind, source in PAIRS for when in ("init", "trained")}
