@@ -35,25 +35,32 @@ def rope(x: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
 class Attention(nn.Module):
     """Multi-head self-attention; values carry no position."""
 
-    def __init__(self, d: int, n_heads: int, causal: bool, positional: str, rope_base: float):
+    def __init__(self, d: int, n_heads: int, causal: bool, positional: str,
+                 rope_base: float):
         super().__init__()
-        self.H, self.e, self.causal, self.positional, self.rope_base = n_heads, d // n_heads, causal, positional, rope_base
-        self.W_Q = nn.Linear(d, d, bias=False)  # q = W_Q x: heads side by side in the d outputs
+        self.H, self.e, self.causal, self.positional, self.rope_base = (
+            n_heads, d // n_heads, causal, positional, rope_base)
+        # q = W_Q x: the heads side by side in the d outputs
+        self.W_Q = nn.Linear(d, d, bias=False)
         self.W_K = nn.Linear(d, d, bias=False)
         self.W_V = nn.Linear(d, d, bias=False)
         self.W_O = nn.Linear(d, d, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> same
         B, T, _ = x.shape
-        heads = lambda z: z.view(B, T, self.H, self.e).transpose(1, 2)  # noqa: E731  (B, H, T, e)
+        # (B, T, d) -> (B, H, T, e): one slice of the d features per head
+        heads = lambda z: z.view(B, T, self.H, self.e).transpose(1, 2)
         q, k, v = heads(self.W_Q(x)), heads(self.W_K(x)), heads(self.W_V(x))
         if self.positional == "rope":
             q, k = rope(q, self.rope_base), rope(k, self.rope_base)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.e)  # (B, H, T, T): query i, key j
-        if self.causal:
-            scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        # (B, H, T, T): query i, key j
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.e)
+        if self.causal:  # no key after the query
+            scores = scores.masked_fill(
+                torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
         pattern = scores.softmax(dim=-1)
-        mixed = (pattern @ v).transpose(1, 2).reshape(B, T, -1)  # (B, T, H e): heads side by side
+        # (B, T, H e): the heads side by side again
+        mixed = (pattern @ v).transpose(1, 2).reshape(B, T, -1)
         return self.W_O(mixed)
 
 
@@ -109,10 +116,13 @@ def mask_tokens(tokens: torch.Tensor, t_min: float, gen: torch.Generator) -> tup
     return torch.rand(tokens.shape, generator=gen) < t[:, None], t
 
 
-def mdm_loss(model: Transformer, tokens: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Cross entropy of the masked tokens, each weighted 1/t, over all B·T slots (LLaDA, SMDM)."""
+def mdm_loss(model: Transformer, tokens: torch.Tensor, mask: torch.Tensor,
+             t: torch.Tensor) -> torch.Tensor:
+    """Cross entropy of the masked tokens, each weighted 1/t, over all B·T
+    slots (LLaDA, SMDM)."""
     logits = model(tokens.masked_fill(mask, MASK))
-    ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # (B, T)
+    # (B, T): one loss per slot
+    ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
     return (ce * mask / t[:, None]).sum() / tokens.numel()
 
 
