@@ -23,11 +23,17 @@ Run after the book is built (``make test`` does). For each HTML page it fails on
   than its box, at the 1280 px window (about 77 characters of code); collapsed ``hide-input``
   cells are opened to be measured;
 - a local file the page asks for that is missing, or any request to the network: every
-  ``http(s)`` request is blocked and reported, so the book is checked as it reads offline.
+  ``http(s)`` request is blocked and reported, so the book is checked as it reads offline;
+- an explorer (revlib.book.explore.FrameExplorer) that does not move: each of its sliders is moved
+  to its other end, and the figure it shows must change to a frame that loaded;
+- at phone width (390 CSS px, a mobile viewport): a page that scrolls sideways as a whole, a table
+  or figure cut off by a box that hides its overflow, a figure shown smaller than on the desktop
+  page (its text would be smaller; figures keep their size and scroll in their own box), or an
+  explorer slider narrower than 100 px.
 
-It saves a screenshot of every page (1280x2000 CSS pixels) to ``_build/screenshots/`` (the
-page's path with ``.png``), prints one line per page and a final "N passed, M failed" line,
-and exits 1 if any page failed.
+It saves a screenshot of every page at 1280x2000 CSS pixels to ``_build/screenshots/`` (the
+page's path with ``.png``) and at 390x844 to ``_build/screenshots/390/``, prints one line per page
+and a final "N passed, M failed" line, and exits 1 if any page failed.
 
 Chromium is driven through the DevTools protocol over ``--remote-debugging-pipe`` (standard
 library only, no websocket client). Where no Chromium is installed the check is skipped with
@@ -63,6 +69,7 @@ CHROMIUM_FLAGS = [
 ]
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 WIDTH, HEIGHT = 1280, 2000
+PHONE_WIDTH, PHONE_HEIGHT = 390, 844
 # JavaScript errors that are known and harmless, with the reason; any other uncaught error fails.
 KNOWN_JS_ERRORS = {
     # sphinx-thebe 0.3.1 (under Sphinx 7.4 / Jupyter Book 1) writes its inline configuration
@@ -245,10 +252,37 @@ PROBE_JS = r"""
       nonempty_outputs: outputsOf(s).filter(filled).length,
     };
   });
+  // Explorers: move every slider to its other end; the shown frame must change and have loaded.
+  const explorers = [];
+  for (const ex of document.querySelectorAll('.revlib-explorer')) {
+    const shown = () => [...ex.querySelectorAll('img[data-frame]')].find(i => !i.hidden);
+    const report = {id: ex.id, sliders: 0, moved: 0, problems: []};
+    const first = shown();
+    if (!first) report.problems.push('shows no frame');
+    for (const input of ex.querySelectorAll('input[type=range]')) {
+      report.sliders += 1;
+      const before = shown(), old = input.value;
+      input.value = input.value === input.max ? input.min : input.max;
+      input.dispatchEvent(new Event('input', {bubbles: true}));
+      await sleep(50);
+      const after = shown();
+      if (!after || after === before) report.problems.push(`slider "${input.getAttribute('aria-label')}" did not change the figure`);
+      else if (!(after.complete && after.naturalWidth > 0)) report.problems.push(`slider "${input.getAttribute('aria-label')}" shows a frame that did not load`);
+      else report.moved += 1;
+      input.value = old;
+      input.dispatchEvent(new Event('input', {bubbles: true}));
+    }
+    if (!report.sliders) report.problems.push('has no slider');
+    explorers.push(report);
+  }
+  const figureWidths = [...document.querySelectorAll('div.cell_output img, figure img, .revlib-explorer-frames img')]
+    .map(i => Math.round(i.getBoundingClientRect().width));
   const layout = checkLayout();
   const mathEls = maths();
   return JSON.stringify({
     layout,
+    explorers,
+    figure_widths: figureWidths,
     title: document.title,
     has_widget_state: hasState,
     widgets,
@@ -262,6 +296,47 @@ PROBE_JS = r"""
   });
 })
 """
+
+
+# Runs at phone width, after the viewport changed: what a reader of a 390-px screen would find cut
+# off, shrunk or too narrow to use. ``desktop`` holds the figures' widths at 1280 px, in order.
+PHONE_JS = r"""
+((desktop) => {
+  const TOL = %(tol)d;
+  const failures = [];
+  const page = document.documentElement;
+  if (page.scrollWidth > page.clientWidth + TOL)
+    failures.push(`the page scrolls sideways at phone width: ${page.scrollWidth} px in ${page.clientWidth}`);
+  const clipped = el => {
+    for (let a = el.parentElement; a; a = a.parentElement) {
+      const s = getComputedStyle(a);
+      if (s.overflowX === 'visible') continue;
+      const r = el.getBoundingClientRect(), b = a.getBoundingClientRect();
+      const out = Math.max(r.right - (b.left + a.clientLeft + a.clientWidth), b.left - r.left);
+      return (s.overflowX === 'hidden' || s.overflowX === 'clip') && out > TOL ? a : null;
+    }
+    return null;
+  };
+  const imgs = [...document.querySelectorAll('div.cell_output img, figure img, .revlib-explorer-frames img')];
+  imgs.forEach((img, k) => {
+    const w = Math.round(img.getBoundingClientRect().width);
+    if (!w) return;  // a hidden explorer frame
+    const box = clipped(img);
+    if (box) failures.push(`figure cut off at phone width: ${img.alt.slice(0, 60) || img.src.slice(-40)} by ${box.tagName.toLowerCase()}.${[...box.classList].join('.')}`);
+    if (k < desktop.length && desktop[k] && w < desktop[k] - TOL)
+      failures.push(`figure shrinks at phone width (${w} px, ${desktop[k]} px on the desktop page): its text would be smaller: ${img.alt.slice(0, 60)}`);
+  });
+  for (const table of document.querySelectorAll('table')) {
+    const box = clipped(table);
+    if (box) failures.push(`table cut off at phone width by ${box.tagName.toLowerCase()}`);
+  }
+  for (const input of document.querySelectorAll('.revlib-explorer input[type=range]')) {
+    const w = input.getBoundingClientRect().width;
+    if (w < 100) failures.push(`explorer slider "${input.getAttribute('aria-label')}" is ${Math.round(w)} px wide at phone width`);
+  }
+  return JSON.stringify({failures});
+})
+""" % {"tol": LAYOUT_TOLERANCE_PX}
 
 
 class CDPError(RuntimeError):
@@ -480,8 +555,26 @@ def check_page(browser: Chromium, session: str, page: Path, root: Path, shots: P
         if full_page:
             set_viewport(browser, session, HEIGHT)
 
+    # The same page at phone width: its own checks and a screenshot.
+    set_viewport(browser, session, PHONE_HEIGHT, PHONE_WIDTH, mobile=True)
+    try:
+        time.sleep(0.3)
+        phone = browser.call("Runtime.evaluate", session, returnByValue=True,
+                             expression=f"{PHONE_JS}({json.dumps(info['figure_widths'])})")
+        if "exceptionDetails" in phone:
+            raise CDPError(f"phone probe failed: {phone['exceptionDetails'].get('text')}")
+        phone_failures = json.loads(phone["result"]["value"])["failures"]
+        phone_shot = shots / "390" / (rel[: -len(".html")] + ".png")
+        phone_shot.parent.mkdir(parents=True, exist_ok=True)
+        phone_shot.write_bytes(base64.b64decode(browser.call("Page.captureScreenshot", session, format="png")["data"]))
+    finally:
+        set_viewport(browser, session, HEIGHT)
+
     f = res.failures
     f += info["errors"]
+    f += phone_failures
+    for ex in info["explorers"]:
+        f += [f"explorer {ex['id']} {p}" for p in ex["problems"]]
     res.notes = list(info["notes"])
     # Widgets: every view must render controls or content, and show a first output.
     widgets = info["widgets"]
@@ -531,6 +624,8 @@ def check_page(browser: Chromium, session: str, page: Path, root: Path, shots: P
     res.failures = list(dict.fromkeys(f))
 
     parts = []
+    if info["explorers"]:
+        parts.append(f"explorers {sum(not e['problems'] for e in info['explorers'])}/{len(info['explorers'])} move")
     if widgets:
         ok = sum(w["rendered"] for w in widgets)
         parts.append(f"widgets {ok}/{len(widgets)} ({sum(w['controls'] for w in widgets)} controls)")
@@ -553,9 +648,9 @@ def open_tab(browser: Chromium) -> str:
     return session
 
 
-def set_viewport(browser: Chromium, session: str, height: int) -> None:
-    browser.call("Emulation.setDeviceMetricsOverride", session, width=WIDTH, height=height,
-                 deviceScaleFactor=1, mobile=False)
+def set_viewport(browser: Chromium, session: str, height: int, width: int = WIDTH, mobile: bool = False) -> None:
+    browser.call("Emulation.setDeviceMetricsOverride", session, width=width, height=height,
+                 deviceScaleFactor=2 if mobile else 1, mobile=mobile)
 
 
 def find_pages(root: Path) -> list[Path]:

@@ -417,7 +417,8 @@ def test_browser_check_fails_on_clipped_tables_and_scrolling_code(tmp_path, caps
     tables = block("appendix/clipped_table.html")
     assert re.search(r"clipped table: table#too-wide .* div\.holder \(overflow hidden\) shows 400 px", tables), tables
     assert re.search(r"table cell text cut: td \(row 2, column 1 of table#fixed.*cut \(overflow hidden\)", tables), tables
-    assert tables.count("- ") == 2, tables
+    assert "table cut off at phone width by div" in tables, tables  # the same table, at 390 px
+    assert tables.count("- ") == 3, tables
     assert out.rstrip().endswith("1 passed, 2 failed")
 
 
@@ -440,3 +441,49 @@ def test_markdown_renders_in_jupyter_as_in_the_book(nb):
         hidden = len(re.findall(r"<details><summary>Solution", src))
         assert solutions <= hidden, (
             f"{rel}, markdown cell {i}: a solution outside <details><summary>Solution...")
+
+
+def test_browser_check_moves_explorers_and_checks_phone_width(tmp_path, capsys):
+    """A real FrameExplorer passes; the same explorer without its script (the figure never changes)
+    fails; a page wider than a phone fails at 390 px, and every page gets a phone screenshot."""
+    if browser_check.find_chromium() is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("no Chromium found and CI=true: the browser check's own test must run in CI")
+        pytest.skip("no Chromium (apt-get install chromium); CI=true makes this a failure")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from revlib.book.explore import FrameExplorer
+
+    def draw(i, j):
+        fig, ax = plt.subplots(figsize=(3, 2))
+        ax.plot([0, 1], [i, j])
+        ax.set_title(f"frame {i},{j}")
+        return fig
+
+    html = FrameExplorer("demo", {"a": ["0", "1"], "b": ["x", "y", "z"]}, draw, alt="a line")._repr_html_()
+    broken = re.sub(r"<script>.*?</script>", "", html.replace('id="explorer-demo"', 'id="explorer-broken"'), flags=re.S)
+    pages = {"index.html": "<h1>Explorer</h1>" + html,
+             "broken.html": "<h1>Broken</h1>" + broken,
+             "wide.html": '<h1>Wide</h1><div style="width:600px">a box as wide as a desktop column</div>'}
+    site = tmp_path / "html"
+    site.mkdir()
+    book_css = (REPO_ROOT / "_static" / "custom.css").read_text()  # the book's phone rules: figures keep their size
+    for rel, body in pages.items():
+        (site / rel).write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>{rel}</title>'
+                                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+                                f"<style>body{{margin:8px}} img{{max-width:100%}} {book_css}</style></head>"
+                                f"<body>{body}</body></html>",
+                                encoding="utf-8")
+    shots = tmp_path / "shots"
+    rc = browser_check.main([str(site), "--screenshots", str(shots)])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    status = {m[2]: m[1] for m in re.finditer(r"^(PASS|FAIL)\s+(\S+)", out, re.M)}
+    assert status == {"index.html": "PASS", "broken.html": "FAIL", "wide.html": "FAIL"}, out
+    assert 'explorer explorer-broken slider "a" did not change the figure' in out, out
+    assert 'slider "b" did not change the figure' in out, out
+    assert "the page scrolls sideways at phone width: " in out, out
+    assert {p.name for p in (shots / "390").glob("*.png")} == {"index.png", "broken.png", "wide.png"}
