@@ -11,6 +11,7 @@
 - Every figure cell carries the caption and alt text of revlib.book.nb.CAPTIONS in its metadata,
   and the ``remove-stdout`` tag (the printed caption is for Jupyter only).
 - The worksheet lists every exercise with the kind, difficulty and minutes its chapter gives.
+- Every "Try it" states its time from an empty cache and gives code that parses.
 """
 from __future__ import annotations
 
@@ -44,8 +45,14 @@ def cells(path: Path) -> list[dict]:
              "metadata": c.get("metadata", {})} for c in nb["cells"]]
 
 
+def hidden(cell: dict) -> bool:
+    """Not shown in the book: removed whole, or both its input and its output removed."""
+    tags = cell["tags"]
+    return "remove-cell" in tags or ("remove-input" in tags and "remove-output" in tags)
+
+
 def visible_code(path: Path) -> list[dict]:
-    return [c for c in cells(path) if c["type"] == "code" and "remove-cell" not in c["tags"]]
+    return [c for c in cells(path) if c["type"] == "code" and not hidden(c)]
 
 
 def chapter_name(path: Path) -> str:
@@ -59,12 +66,12 @@ def test_there_are_five_chapters():
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_one_visible_parameters_cell_sets_the_seeds_and_every_setting(path):
     params = [c for c in cells(path) if "parameters" in c["tags"]]
-    assert len(params) == 1 and "remove-cell" not in params[0]["tags"]
+    assert len(params) == 1 and not hidden(params[0])
     assigned = {t.id for node in ast.walk(ast.parse(params[0]["source"])) if isinstance(node, ast.Assign)
                 for t in node.targets if isinstance(t, ast.Name)}
     knobs = set(recipes.chapter(chapter_name(path)).KNOBS)
     assert {"seeds", "world_seed"} <= assigned and knobs <= assigned, knobs - assigned
-    check = [c for c in cells(path) if f'recipes.check("{chapter_name(path)}"' in c["source"]]
+    check = [c for c in cells(path) if re.search(rf'recipes\.check\(\s*"{chapter_name(path)}"', c["source"])]
     assert len(check) == 1
     for name in knobs | {"seeds", "world_seed"}:  # the claims see the settings the reader chose
         assert re.search(rf"\b{name}={name}\b", check[0]["source"]), name
@@ -113,6 +120,19 @@ def test_the_prose_renders_in_jupyterlab(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_book_runs_every_cell_that_the_prose_reads(path):
+    """MyST-NB's inline execution drops cells tagged ``remove-cell`` before it runs anything, and
+    runs the others only when it renders a later code cell: an {eval} reading a name that only a
+    ``remove-cell`` cell assigns renders empty in the book. Cells that compute for the prose are
+    tagged ``remove-input`` and ``remove-output`` instead; ``remove-cell`` is for the install cell
+    and the live widgets (which must not run in the build)."""
+    for c in cells(path):
+        if c["type"] == "code" and "remove-cell" in c["tags"]:
+            assert "skip-execution" in c["tags"] or "pip" in c["source"] or "subprocess" in c["source"], (
+                f"{path.name}: a remove-cell code cell the build would skip:\n{c['source'][:120]}")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_figure_captions_and_alt_texts_match_the_book_and_show_in_jupyter(path):
     for c in cells(path):
         fig = c["metadata"].get("mystnb", {}).get("figure")
@@ -138,3 +158,51 @@ def test_the_worksheet_lists_every_exercise_with_its_time():
             assert row, f"exercise {num} is missing from the worksheet"
             assert (row[1].strip() == "coding") == coding and row[2].strip() == parts[0], num
             assert int(row[3]) == int(parts[1].split()[0]), num
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_every_try_it_states_its_time_and_gives_code_to_run(path):
+    """A "Try it" says how long it takes from an empty cache (benchmarks/try_its.py measures it)."""
+    md = "\n".join(c["source"] for c in cells(path) if c["type"] == "markdown")
+    heads = re.findall(r"\*\*Try it\*\*[^\n]*", md)
+    assert len(heads) >= 3, "each chapter offers at least three try-its"
+    for head in heads:
+        assert re.match(r"\*\*Try it\*\* \(about \d+ s[^)]*\)", head), f"{path.name}: {head[:60]!r} gives no time"
+    blocks = re.findall(r"\*\*Try it\*\*.*?```python\n(.*?)```", md, re.S)
+    assert len(blocks) == len(heads)
+    for code in blocks:
+        ast.parse(code)
+
+
+WIDTH = 75  # columns of code that fit the book's code box (a collapsed cell's, the narrowest) at desktop width
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_code_shown_in_the_book_fits_its_width(path):
+    """Cell inputs the page shows (collapsed ones too) and the try-its' code blocks fit the page
+    (tests/browser_check.py measures the same in Chromium)."""
+    long = []
+    for c in cells(path):
+        if c["type"] == "code":
+            if "remove-cell" in c["tags"] or "remove-input" in c["tags"]:
+                continue
+            lines = c["source"].splitlines()
+        else:
+            lines = [line for block in re.findall(r"```python\n(.*?)```", c["source"], re.S)
+                     for line in block.splitlines()]
+        long += [line for line in lines if len(line) > WIDTH]
+    assert not long, f"{path.name}: {len(long)} line(s) wider than {WIDTH} columns: {long[0]!r}"
+
+
+def test_the_code_the_book_includes_fits_its_width():
+    """Chapter 1 prints the readable model's attention and objective; the solutions page includes
+    every function of solutions/solutions.py."""
+    import inspect
+
+    from revlib import minimal
+
+    shown = inspect.getsource(minimal.Attention) + inspect.getsource(minimal.mdm_loss)
+    solutions = (ROOT / "solutions" / "solutions.py").read_text()
+    shown += solutions[solutions.index("\ndef "):]
+    long = [line for line in shown.splitlines() if len(line) > WIDTH + 2]  # shown open: 2 more columns
+    assert not long, long[0]
