@@ -22,6 +22,8 @@ Run after the book is built (``make test`` does). For each HTML page it fails on
   text outputs) or a cell input/output area whose content is more than a few pixels wider
   than its box, at the 1280 px window (about 77 characters of code); collapsed ``hide-input``
   cells are opened to be measured;
+- a chapter whose first output ("Where this page's numbers came from") says that nothing was
+  trained, computed or loaded (the count as the page started, not its final one);
 - a local file the page asks for that is missing, or any request to the network: every
   ``http(s)`` request is blocked and reported, so the book is checked as it reads offline;
 - an explorer (revlib.book.explore.FrameExplorer) that does not move: each of its sliders is moved
@@ -283,6 +285,7 @@ PROBE_JS = r"""
     layout,
     explorers,
     figure_widths: figureWidths,
+    provenance: (document.querySelector('.revlib-provenance') || {}).textContent || null,
     title: document.title,
     has_widget_state: hasState,
     widgets,
@@ -575,6 +578,11 @@ def check_page(browser: Chromium, session: str, page: Path, root: Path, shots: P
     f += phone_failures
     for ex in info["explorers"]:
         f += [f"explorer {ex['id']} {p}" for p in ex["problems"]]
+    # The first output of a chapter must give the page's final count, not the empty one it had
+    # when the page started running (revlib.book.nb.provenance copies it there).
+    if info.get("provenance") and re.search(r"\b0 runs trained here .*\b0 measurements computed here .*"
+                                            r"\b0 results loaded from the local cache; none from", info["provenance"]):
+        f.append("the first output says that nothing was trained, computed or loaded: " + info["provenance"][:80])
     res.notes = list(info["notes"])
     # Widgets: every view must render controls or content, and show a first output.
     widgets = info["widgets"]

@@ -443,9 +443,10 @@ def test_markdown_renders_in_jupyter_as_in_the_book(nb):
             f"{rel}, markdown cell {i}: a solution outside <details><summary>Solution...")
 
 
-def test_browser_check_moves_explorers_and_checks_phone_width(tmp_path, capsys):
+def test_browser_check_moves_explorers_checks_phone_width_and_the_first_output(tmp_path, capsys):
     """A real FrameExplorer passes; the same explorer without its script (the figure never changes)
-    fails; a page wider than a phone fails at 390 px, and every page gets a phone screenshot."""
+    fails; a page wider than a phone fails at 390 px, and every page gets a phone screenshot. A
+    first output that still reads zero fails; one that the page's final count replaced passes."""
     if browser_check.find_chromium() is None:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail("no Chromium found and CI=true: the browser check's own test must run in CI")
@@ -465,7 +466,15 @@ def test_browser_check_moves_explorers_and_checks_phone_width(tmp_path, capsys):
 
     html = FrameExplorer("demo", {"a": ["0", "1"], "b": ["x", "y", "z"]}, draw, alt="a line")._repr_html_()
     broken = re.sub(r"<script>.*?</script>", "", html.replace('id="explorer-demo"', 'id="explorer-broken"'), flags=re.S)
-    pages = {"index.html": "<h1>Explorer</h1>" + html,
+    from revlib.book import nb
+
+    zero = ("<p class='revlib-provenance'><b>Where this page's numbers came from</b> (code version x): 0 runs "
+            "trained here (0 s); 0 measurements computed here (0 s); 0 results loaded from the local cache; "
+            "none from a results bundle.</p>")
+    final = (zero.replace("revlib-provenance", "revlib-provenance-final")
+             .replace("0 results loaded", "12 results loaded") + nb._COPY_TO_TOP)
+    pages = {"index.html": "<h1>Explorer</h1>" + zero + html + final,  # the final count reaches the top
+             "zero.html": "<h1>Zero</h1>" + zero,
              "broken.html": "<h1>Broken</h1>" + broken,
              "wide.html": '<h1>Wide</h1><div style="width:600px">a box as wide as a desktop column</div>'}
     site = tmp_path / "html"
@@ -482,8 +491,9 @@ def test_browser_check_moves_explorers_and_checks_phone_width(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 1, out
     status = {m[2]: m[1] for m in re.finditer(r"^(PASS|FAIL)\s+(\S+)", out, re.M)}
-    assert status == {"index.html": "PASS", "broken.html": "FAIL", "wide.html": "FAIL"}, out
+    assert status == {"index.html": "PASS", "broken.html": "FAIL", "wide.html": "FAIL", "zero.html": "FAIL"}, out
+    assert "the first output says that nothing was trained, computed or loaded" in out, out
     assert 'explorer explorer-broken slider "a" did not change the figure' in out, out
     assert 'slider "b" did not change the figure' in out, out
     assert "the page scrolls sideways at phone width: " in out, out
-    assert {p.name for p in (shots / "390").glob("*.png")} == {"index.png", "broken.png", "wide.png"}
+    assert {p.name for p in (shots / "390").glob("*.png")} == {"index.png", "broken.png", "wide.png", "zero.png"}

@@ -96,11 +96,29 @@ class _Provenance:
 
 _PROVENANCE = _Provenance()
 
+# The built book renders each cell's output as the cell runs, before later cells update the first
+# output, so the page's last cell repeats the final count and this script copies it to the top.
+# (In JupyterLab the first output updates itself; scripts in outputs do not run there.)
+_COPY_TO_TOP = ("<script>(function () { var s = document.currentScript, last = s.previousElementSibling, "
+                "top = document.querySelector('.revlib-provenance'); "
+                "if (top && last && top !== last) { top.innerHTML = last.innerHTML; } })();</script>")
 
-def setup():
-    """Start a chapter: the book's plot style, sharp figures, and a first output that says, after
-    every cell, how many results were trained or computed here, loaded from the local cache, or
-    taken from a results bundle (revlib.cache.TALLY)."""
+
+def provenance():
+    """End a page: the final count of where its numbers came from (the first output shows the same
+    count: live in Jupyter, copied there by a script in the built book)."""
+    from IPython.display import HTML, display
+
+    _PROVENANCE.update()
+    display(HTML(_PROVENANCE.html().replace("class='revlib-provenance'", "class='revlib-provenance-final'")
+                 + _COPY_TO_TOP))
+
+
+def setup(provenance: bool = True):
+    """Start a chapter: the book's plot style, sharp figures, and (``provenance``) a first output
+    that says, after every cell, how many results were trained or computed here, loaded from the
+    local cache, or taken from a results bundle (revlib.cache.TALLY). A page that only reads stored
+    claims reports says where they came from itself."""
     from IPython import get_ipython
     from IPython.display import HTML, display
 
@@ -116,9 +134,10 @@ def setup():
         for callback in list(ip.events.callbacks.get("post_run_cell", [])):
             if getattr(callback, "__self__", None) is _PROVENANCE:
                 ip.events.unregister("post_run_cell", callback)
-        ip.events.register("post_run_cell", _PROVENANCE.update)
+        if provenance:
+            ip.events.register("post_run_cell", _PROVENANCE.update)
     cache.TALLY.reset()
-    _PROVENANCE.handle = display(HTML(_PROVENANCE.html()), display_id=True)
+    _PROVENANCE.handle = display(HTML(_PROVENANCE.html()), display_id=True) if provenance else None
 
 
 def claims_report(report) -> None:
