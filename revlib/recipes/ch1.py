@@ -67,6 +67,12 @@ def claims(r: dict, **params) -> list[Claim]:
     hz = {k: z.run(objective=k).history for k in KINDS}
     positionals = [v for v in rob.axes["variant"] if v.startswith("positional=")]
 
+    def widest():
+        widths = [v for v in rob.axes["variant"] if v.startswith("d_model=")]
+        if not widths:
+            raise ValueError("the robustness sweep has no d_model variant")
+        return max(widths, key=lambda v: int(v.split("=")[1]))
+
     def rob_b2a(stat, kind, variant):
         return getattr(rob, stat)("b2a", variant=variant, objective=kind)
 
@@ -86,6 +92,8 @@ def claims(r: dict, **params) -> list[Claim]:
         C("arm-absolute-fails-a2b", lambda: rob.failed(variant="positional=absolute", objective="ar")),
         C("mdm-b2a-settings", lambda: min(rob_b2a("mean", "mdm", v) for v in ("positional=rope", "positional=none", "n_pairs=128",
                                                               "n_pairs=256") if v in rob.axes["variant"])),
+        C("widest-mdm-b2a-tracks-a2b", lambda: abs(rob.mean("a2b", variant=widest(), objective="mdm")
+                                                    - rob.mean("b2a", variant=widest(), objective="mdm"))),
         C("zhu-arm-fits", lambda: hz["ar"]["loss"][-1].max()),
         C("zhu-arm-held-out-rises", lambda: (hz["ar"]["b2a_nll"][-1] - hz["ar"]["b2a_nll"][0]).min()),
         C("zhu-arm-no-b2a", lambda: z.max("b2a", objective="ar")),

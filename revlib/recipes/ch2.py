@@ -134,6 +134,8 @@ def claims(r: dict, **params) -> list[Claim]:
         C("mdm-stores", lambda: (hm["evidence"][-1] - hm["evidence_baseline"][-1]).min()),
         C("arm-stores-nothing", lambda: np.abs(ha["evidence"][-1]).max()),
         C("arm-stores-a2b", lambda: ha["evidence_a2b"][-1].min()),
+        C("mdm-stores-both-ways", lambda: abs(hm["evidence_a2b"][-1].mean() - hm["evidence"][-1].mean())
+          / hm["evidence"][-1].mean()),
         *[C(f"symmetry-{p}", lambda p=p: pos.max("logit_gap", positional=p)) for p in ("alibi", "none")],
         *[C(f"symmetry-{p}-corr", lambda p=p: max(np.abs(pos.values(q, positional=p) - 1).max() for q in ("corr_init", "corr")))
           for p in ("alibi", "none")],
