@@ -72,11 +72,11 @@ def bases_table(b: dict) -> Table:
     rows = []
     for (objective, base), (run, h) in b.items():
         rows.append([objective, f"{base:g}", f"{theory.rope_corr(run.experiment.model.d_head, 2, base):+.2f}",
-                     mean_sd(h["corr"][0]), mean_sd(h["corr"][-1]), mean_sd(h["weight_b2a"][-1]),
-                     spread(run.final["b2a"]["acc"])])
+                     mean_sd(h["corr"][0]), mean_sd(h["corr"][-1]), mean_sd(h["weight_infill"][-1]),
+                     mean_sd(h["weight_b2a"][-1]), spread(run.final["b2a"]["acc"])])
     seeds = next(iter(b.values()))[0].seeds
-    return Table(["objective", "rope base", "closed form", "corr at init", "corr trained", "b2a weight on b",
-                  "b2a acc"], rows, caption=f"MDM, {seeds_text(seeds)}; prefix trains only infill (revlib.objectives)")
+    return Table(["objective", "rope base", "closed form", "corr at init", "corr trained", "infill weight on b",
+                  "b2a weight on b", "b2a acc"], rows, caption=f"MDM, {seeds_text(seeds)}; prefix trains only infill (revlib.objectives)")
 
 
 @table("ch2-bases", "ch2")
@@ -229,21 +229,12 @@ def heads_figure(s: Sweep, detail_heads: int = 4):
     x = np.arange(r["w_infill"].shape[1])
     b.bar(x - 0.2, r["w_infill"][0], 0.38, color="white", edgecolor=c, hatch="//", label="weight on b, infill")
     b.bar(x + 0.2, r["w_b2a"][0], 0.38, color=c, label="weight on b, b2a")
-    b.set_ylim(0, 1.5)
+    b.set_ylim(0, 1.35)
     b.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
-    b.set_xticks(x, [f"head {i}" for i in x])
-    b.set_ylabel("attention weight")
-    ev = b.twinx()
-    ev.plot(x, r["evidence"][0], "kD", ms=5, label="evidence")
-    ev.set_ylabel(r"evidence $u_a^\top W_h E[b]$")
-    ev.spines["right"].set_visible(True)
-    ev.grid(False)
-    lo, hi = ev.get_ylim()
-    ticks = [t for t in ev.get_yticks() if lo <= t <= hi]
-    ev.set_ylim(lo, hi + 0.5 * (hi - lo))
-    ev.set_yticks(ticks)
-    lines = b.get_legend_handles_labels()[0] + ev.get_legend_handles_labels()[0]
-    b.legend(lines, [ln.get_label() for ln in lines], loc="upper center", ncol=2, fontsize=7.5)
+    # each head's stored evidence, written under its name (one axis only: no twin scale to decode)
+    b.set_xticks(x, [f"head {i}\nevidence {e:.1f}" for i, e in zip(x, r["evidence"][0])], fontsize=8)
+    b.set_ylabel("attention weight on b")
+    b.legend(loc="upper center", ncol=2, fontsize=7.5)
     plot.letter(b, "b")
     return fig
 
@@ -254,22 +245,28 @@ def _heads_figure(r: dict):
 
 
 def bases_figure(b: dict):
-    """(a) route correlation and (b) the b2a blank's weight on b along training, for each rotary
-    base, trained with the full objective (mdm) and with prefix (only infill)."""
-    fig, axes = plot.figure(2, height=3.0)
-    lines, markers = ["-", "--", "-.", ":"], ["o", "^", "s", "x", "D", "v"]
-    for i, ((objective, base), (run, h)) in enumerate(b.items()):
-        color = plot.COLORS["mdm"] if objective == "mdm" else "0.35"
-        bases = sorted({bb for _, bb in b}, reverse=True)
-        ls, marker = lines[bases.index(base) % 4], markers[i % len(markers)]
-        label = f"{objective}, base {base:g}"
-        plot.band(axes[0, 0], h["step"], h["corr"], color, ls, label, marker=marker, markevery=2)
-        plot.band(axes[0, 1], h["step"], h["weight_b2a"], color, ls, label, marker=marker, markevery=2)
-    axes[0, 0].set_ylabel("score correlation, infill vs b2a")
-    axes[0, 1].set_ylabel("b2a: weight on b")
-    for a, name in zip(axes[0], "ab"):
+    """Small multiples, one row per objective (the full objective mdm; prefix, only infill): (a, c)
+    route correlation and (b, d) the b2a blank's weight on b along training, one line per rotary
+    base, so that no two variants hide each other's bands."""
+    objectives = list(dict.fromkeys(o for o, _ in b))
+    bases = sorted({bb for _, bb in b}, reverse=True)
+    colors = ["#1b9e77", "#7570b3", "#e7298a", "#66a61e"]
+    fig, axes = plot.figure(2, nrows=len(objectives), height=2.6, sharex=True)
+    for row, objective in enumerate(objectives):
+        for k, base in enumerate(bases):
+            run, h = b[objective, base]
+            color, ls = colors[k % len(colors)], ["-", "--", "-.", ":"][k % 4]
+            label = f"base {base:g}"
+            plot.band(axes[row, 0], h["step"], h["corr"], color, ls, label)
+            plot.band(axes[row, 1], h["step"], h["weight_b2a"], color, ls, label)
+        axes[row, 0].set_ylabel(f"{objective}\nscore correlation")
+        axes[row, 1].set_ylabel(f"{objective}\nb2a: weight on b")
+        axes[row, 0].set_ylim(-1.05, 1.05)
+        axes[row, 1].set_ylim(0, 1.05)
+        for col in range(2):
+            plot.letter(axes[row, col], "abcdefgh"[2 * row + col])
+    for a in axes[-1]:
         a.set_xlabel("training step")
-        plot.letter(a, name)
     axes[0, 1].legend(loc="lower right", fontsize=7.5)
     return fig
 
@@ -308,13 +305,13 @@ caption("fig-c2-ablation",
 caption("fig-c2-heads",
         "(a) `infill` (hatched) and `b2a` accuracy against the number of heads, one dot per seed. (b) A four-head "
         "MDM (its first seed): per head, the blank's weight on $b$ in `infill` (hatched) and in `b2a`, and the "
-        "head's stored evidence $u_a^\\top W_h E[b]$ (diamonds, right axis).",
+        "head's stored evidence $u_a^\\top W_h E[b]$ in logits, mean over facts (under each head's name).",
         "Left: infill stays near 1 for 1 to 8 heads while b2a falls. Right: per head of a four-head model, the "
         "weights on b differ between the two queries, and the heads store different amounts of evidence.")
 caption("fig-c2-bases",
-        "(a) Score correlation of the `infill` and `b2a` routes and (b) the `b2a` blank's weight on $b$ along "
-        "training, for each rotary base (solid: $10^4$, dashed: 1.5), with the full objective (`mdm`, green) and "
-        "with `prefix` (only `infill` trained, grey).",
+        "Along training, top row the full objective (`mdm`), bottom row `prefix` (only `infill` trained): (a, c) "
+        "score correlation of the `infill` and `b2a` routes across facts, (b, d) the `b2a` blank's weight on $b$; "
+        "one line per rotary base (green solid: $10^4$, purple dashed: 1.5), mean over seeds, bands span them.",
         "Curves over training: at base 1.5 the routes start anti-correlated; with the full objective the b2a "
         "blank still comes to attend to b, with prefix alone it does not.")
 
