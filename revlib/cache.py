@@ -68,7 +68,7 @@ PACKAGE = Path(__file__).resolve().parent
 PRESENTATION = "book"  # revlib/book/: drawn, never fingerprinted
 ACCESS_LOG = "access.log"
 BUNDLE_INDEX = "bundle-index.json"  # entries installed from a results bundle (revlib.bundle)
-ENTRY_NAME = re.compile(r"[a-z0-9][a-z0-9_.]*-[0-9a-f]{32}\.pt")  # what a cache file may be called
+ENTRY_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*-[0-9a-f]{32}\.pt")  # a cache file's name (hyphens too: coupling-history-...)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,6 +83,26 @@ def test_pack_then_fetch_into_an_empty_cache_loads_without_training(packed, monk
     assert np.array_equal(coupling.measured(again)["corr"], coupling.measured(packed["run"])["corr"])
 
 
+def test_a_trace_under_a_hyphenated_name_travels_in_the_bundle(tmp_path, monkeypatch):
+    """Coupling histories and alignment traces are cached as ``coupling-history-...`` and
+    ``alignment-trace-...``: a bundle that dropped them made chapters 2 and 3 train after a fetch."""
+    monkeypatch.setenv("REVLIB_CACHE", str(tmp_path / "source"))
+    exp = tiny("mdm", steps=8, eval_every=4)
+    _, history = coupling.coupling_history(exp, seeds=(0, 1))
+    coupling.coupling_history(exp, seeds=(0, 1))  # read back: logged
+    path = tmp_path / "book.tar.gz"
+    bundle.pack(path)
+    members = tarfile.open(fileobj=io.BytesIO(gzip.decompress(path.read_bytes()))).getnames()
+    assert any(n.startswith("entries/coupling-history-") for n in members), members
+    monkeypatch.setenv("REVLIB_CACHE", str(tmp_path / "target"))
+    bundle.fetch(str(path))
+    from revlib import training
+
+    monkeypatch.setattr(training, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    _, again = coupling.coupling_history(exp, seeds=(0, 1))
+    assert set(again) == set(history) and all(np.array_equal(again[k], history[k]) for k in history)
+
+
 def test_a_second_fetch_changes_nothing(packed):
     bundle.fetch(str(packed["path"]))
     before = _snapshot(packed["target"])
