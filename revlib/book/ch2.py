@@ -250,7 +250,7 @@ def bases_figure(b: dict):
     base, so that no two variants hide each other's bands."""
     objectives = list(dict.fromkeys(o for o, _ in b))
     bases = sorted({bb for _, bb in b}, reverse=True)
-    colors = ["#1b9e77", "#7570b3", "#e7298a", "#66a61e"]
+    colors = [plot.COLORS["mdm"], plot.COLORS["suffix"], "#e7298a", "#66a61e"]  # the book's palette first
     fig, axes = plot.figure(2, nrows=len(objectives), height=2.6, sharex=True)
     for row, objective in enumerate(objectives):
         for k, base in enumerate(bases):
